@@ -1,0 +1,73 @@
+"""Filters that work for any modality."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..generators.base import LABEL_PROBABILITY_COLUMN
+from .base import FilterContext
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+PREDICTED_LABEL_COLUMN = "synth_predicted_label"
+PREDICTED_PROBABILITY_COLUMN = "synth_predicted_probability"
+
+
+class LabelAgreementFilter:
+    """Drops candidates the ensemble confidently assigns to a label other than the intended one.
+
+    Args:
+        max_other_probability (`float`, defaults to 0.9): A candidate is rejected when the ensemble-mean argmax is
+            another class *and* its probability is above this. Lower is stricter; 1.0 disables the check.
+        min_label_probability (`float`, defaults to 0.0): Also reject candidates whose intended label gets less
+            ensemble-mean probability than this.
+    """
+
+    name = "label_agreement"
+
+    def __init__(self, max_other_probability: float = 0.9, min_label_probability: float = 0.0):
+        if not 0.0 <= max_other_probability <= 1.0 or not 0.0 <= min_label_probability <= 1.0:
+            raise ValueError("LabelAgreementFilter thresholds are probabilities: pass values in [0, 1].")
+        self.max_other_probability = max_other_probability
+        self.min_label_probability = min_label_probability
+
+    def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
+        labels = np.asarray(candidates[context.label_column])
+        predicted = np.asarray(candidates[PREDICTED_LABEL_COLUMN])
+        predicted_probability = np.asarray(candidates[PREDICTED_PROBABILITY_COLUMN])
+        label_probability = np.asarray(candidates[LABEL_PROBABILITY_COLUMN])
+        confidently_other = (predicted != labels) & (predicted_probability > self.max_other_probability)
+        keep = ~confidently_other & (label_probability >= self.min_label_probability)
+        return candidates.select(np.flatnonzero(keep))
+
+
+def content_fingerprint(value: Any) -> str:
+    """A stable hash of an input value (text, array, PIL image, nested lists) for exact-duplicate checks."""
+    if isinstance(value, str):
+        payload = value.strip().encode()
+    elif hasattr(value, "tobytes"):  # numpy arrays and PIL images
+        payload = np.asarray(value).tobytes()
+    else:
+        payload = pickle.dumps(value)
+    return hashlib.sha256(payload).hexdigest()
+
+
+class ExactDuplicateFilter:
+    """Drops candidates whose input is identical to an earlier candidate's or to a real training example's."""
+
+    name = "exact_duplicate"
+
+    def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
+        seen = {content_fingerprint(value) for value in context.real_dataset[context.input_column]}
+        keep = []
+        for index, value in enumerate(candidates[context.input_column]):
+            fingerprint = content_fingerprint(value)
+            if fingerprint not in seen:
+                seen.add(fingerprint)
+                keep.append(index)
+        return candidates.select(keep)

@@ -1,0 +1,102 @@
+"""The generator protocol: synthesis targets in, a `datasets.Dataset` of candidates out.
+
+A generator only *proposes* candidates. The loop then scores every candidate with the uncertainty estimator,
+runs the filters, and keeps the highest-disagreement survivors per target (the discrete form of the proposal's
+L_G = E_x~G[Var(y|x)]). Generators that can steer sampling with gradients (diffusion) use `request.estimator`
+to do so while they sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+    from ..uncertainty.base import UncertaintyEstimator
+
+# Provenance columns every generator must fill, one value per candidate row.
+CYCLE_COLUMN = "synth_cycle"
+GENERATOR_COLUMN = "synth_generator"
+TARGET_ID_COLUMN = "synth_target_id"
+TARGET_LABEL_COLUMN = "synth_target_label"
+SEED_IDS_COLUMN = "synth_seed_example_ids"
+REQUIRED_PROVENANCE_COLUMNS = (CYCLE_COLUMN, GENERATOR_COLUMN, TARGET_ID_COLUMN, TARGET_LABEL_COLUMN, SEED_IDS_COLUMN)
+
+# Columns the loop adds after scoring candidates.
+SCORE_COLUMN = "synth_score"
+LABEL_PROBABILITY_COLUMN = "synth_label_probability"
+TARGET_UNCERTAINTY_COLUMN = "synth_target_uncertainty"
+
+
+@dataclass(frozen=True)
+class SynthesisTarget:
+    """One uncertain real example the generator should produce new samples around.
+
+    Args:
+        target_id (`int`): Position of this target in `GenerationRequest.targets`; candidates point back to it.
+        label (`int`): The class the new samples must keep.
+        example_id (`int`): Row index of the uncertain real example in the scored pool.
+        example (`Any`): That example's input (a string for text, an image or array for images).
+        score (`float`): Its acquisition score (higher = more uncertain).
+        num_samples (`int`): How many samples the loop will accept for this target.
+    """
+
+    target_id: int
+    label: int
+    example_id: int
+    example: Any
+    score: float
+    num_samples: int
+
+
+@dataclass
+class GenerationRequest:
+    """Everything a generator needs for one cycle.
+
+    Args:
+        targets (`list[SynthesisTarget]`): The targets, most uncertain first within each class.
+        cycle (`int`): The 1-based cycle number (goes into the provenance columns).
+        seed (`int`): Seed for this cycle's sampling; derive every random stream from it.
+        candidates_per_sample (`int`): Candidates to propose per requested sample (over-generation factor).
+        input_column (`str`): Name of the column holding inputs (text or image) in the real data.
+        label_column (`str`): Name of the label column.
+        label_names (`list[str]`, *optional*): Human-readable class names (prompts, class-conditional pipelines).
+        seed_examples (`dict[int, list[Any]]`): More uncertain real examples per label, for few-shot
+            prompting.
+        estimator (`UncertaintyEstimator`, *optional*): The fitted estimator, for gradient guidance.
+        targeted (`bool`): False for the untargeted baseline: generators must then ignore the seed examples and
+            any guidance, and sample plain class-conditional data.
+    """
+
+    targets: list[SynthesisTarget]
+    cycle: int
+    seed: int
+    candidates_per_sample: int
+    input_column: str
+    label_column: str
+    label_names: list[str] | None = None
+    seed_examples: dict[int, list[Any]] = field(default_factory=dict)
+    estimator: UncertaintyEstimator | None = None
+    targeted: bool = True
+
+    @property
+    def num_candidates(self) -> int:
+        """Total candidates the loop expects: Σ over targets of num_samples × candidates_per_sample."""
+        return sum(target.num_samples for target in self.targets) * self.candidates_per_sample
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Proposes synthetic candidates for a cycle's targets.
+
+    `generate` returns a `datasets.Dataset` with the request's `input_column` and `label_column`, plus the
+    provenance columns in `REQUIRED_PROVENANCE_COLUMNS` (and any extra `synth_*` columns the generator wants to
+    record, such as the prompt or the guidance settings). About `request.num_candidates` rows are expected; fewer
+    is fine (junk dropped while parsing), zero is an error the loop reports.
+    """
+
+    name: str
+
+    def generate(self, request: GenerationRequest) -> Dataset: ...

@@ -1,0 +1,34 @@
+"""Test-session environment: no test can reach the real Hugging Face Hub.
+
+HF libraries read these variables once, at import, so they are set here before anything imports them.
+`HF_ENDPOINT` points at a port on 127.0.0.1 reserved for the Hub-protocol test server (`tests/hub_server.py`):
+a test that forgets to mock the Hub fails fast with a refused connection instead of hanging.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+_HF_HOME = Path(tempfile.mkdtemp(prefix="hf-active-synth-tests-"))
+os.environ["HF_HUB_TEST_PORT"] = str(_free_port())
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{os.environ['HF_HUB_TEST_PORT']}"
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ["HF_HOME"] = str(_HF_HOME)
+os.environ["HF_DATASETS_CACHE"] = str(_HF_HOME / "datasets")
+os.environ.pop("HF_TOKEN", None)
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ["WANDB_DISABLED"] = "true"
+
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
