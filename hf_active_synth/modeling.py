@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from peft import PeftModel
+from transformers import PreTrainedModel
 
 
 def extract_logits(outputs: Any) -> torch.Tensor:
@@ -33,3 +36,43 @@ def extract_logits(outputs: Any) -> torch.Tensor:
             "Sequence-to-sequence or token-level heads are not supported."
         )
     return logits
+
+
+def default_model_init(model: torch.nn.Module) -> Callable[[], torch.nn.Module]:
+    """A factory of fresh, untrained copies of `model`, for ensemble members that must be independently initialised.
+
+    * a transformers model loaded from a checkpoint: reload that checkpoint, so pretrained weights are kept and the
+      task head is newly initialised (the standard deep ensemble for fine-tuning);
+    * a transformers model built from a config: a new random initialisation of the same config;
+    * a plain `nn.Module`: a deep copy whose layers are re-initialised with their `reset_parameters()`.
+
+    Call the factory under a seed (`torch.manual_seed`) to get a reproducible member.
+    """
+    if isinstance(model, PeftModel):
+        raise ValueError(
+            "Cannot build fresh copies of a peft-wrapped model automatically: pass `DeepEnsemble(model_init=...)` "
+            "(a function returning a new, untrained model) or use `LoRAEnsemble`."
+        )
+    if isinstance(model, PreTrainedModel):
+        source = getattr(model, "name_or_path", "") or ""
+        config = copy.deepcopy(model.config)
+        if source:
+            # A local folder or a Hub id; a Hub id needs the network (or the HF cache) only when the factory is called.
+            return lambda: type(model).from_pretrained(source, config=config)
+        return lambda: type(model)(config)
+
+    template = copy.deepcopy(model)
+
+    def fresh_module() -> torch.nn.Module:
+        member = copy.deepcopy(template)
+        resettable = [m for m in member.modules() if callable(getattr(m, "reset_parameters", None))]
+        if not resettable:
+            raise ValueError(
+                f"{type(model).__name__} has no layers with `reset_parameters()`, so fresh members cannot be built "
+                "automatically; pass `DeepEnsemble(model_init=...)`."
+            )
+        for module in resettable:
+            module.reset_parameters()
+        return member
+
+    return fresh_module

@@ -1,0 +1,177 @@
+"""`ActiveSynthesisConfig`: every knob of the active-synthesis loop, on top of `transformers.TrainingArguments`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from transformers import TrainingArguments
+
+from .acquisition import ACQUISITION_FUNCTIONS
+
+UncertaintyMethod = Literal["deep_ensemble", "lora_ensemble", "mc_dropout"]
+UNCERTAINTY_METHODS: tuple[str, ...] = ("deep_ensemble", "lora_ensemble", "mc_dropout")
+SelectionStrategy = Literal["top", "random"]
+
+
+@dataclass
+class ActiveSynthesisConfig(TrainingArguments):
+    r"""
+    Configuration of [`ActiveSynthesisTrainer`]: the `TrainingArguments` of each training stage plus the loop's own
+    settings. Works with `HfArgumentParser` (command line, `--config file.yaml` through the recipes, or
+    `parse_yaml_file`).
+
+    One cycle: estimate uncertainty on the real pool -> pick the `targets_per_class` most uncertain real examples of
+    each class -> ask the generator for `candidates_per_sample` candidates per requested sample -> score and filter
+    them -> keep `synthetic_samples_per_cycle` of the survivors (highest disagreement first) -> retrain on
+    real ∪ synthetic with loss CE(real) + λ·CE(synth) -> evaluate. Cycles stop after `num_cycles` or when the
+    validation metric has not improved by `plateau_min_delta` for `plateau_patience` cycles.
+    """
+
+    # Loop.
+    num_cycles: int = field(default=3, metadata={"help": "Number of synthesis cycles after the real-only cycle 0."})
+    synthetic_samples_per_cycle: int = field(
+        default=64, metadata={"help": "Synthetic samples accepted into the training data per cycle."}
+    )
+    targets_per_class: int = field(
+        default=4,
+        metadata={"help": "Most-uncertain real examples chosen per class as synthesis targets each cycle."},
+    )
+    candidates_per_sample: int = field(
+        default=4,
+        metadata={
+            "help": "Candidates generated per accepted sample; the most uncertain survivors of the filters are kept."
+        },
+    )
+    synthetic_loss_weight: float = field(
+        default=0.3,
+        metadata={"help": "λ in L = CE(real) + λ·CE(synth): the weight of each synthetic example's loss."},
+    )
+    selection_strategy: SelectionStrategy = field(
+        default="top",
+        metadata={
+            "help": "How surviving candidates are kept per target: 'top' (highest acquisition score, the targeted "
+            "product) or 'random' (the untargeted baseline)."
+        },
+    )
+    targeted: bool = field(
+        default=True,
+        metadata={
+            "help": "Target uncertain examples and guide generation. False gives the random-synthetic baseline: "
+            "random targets, no guidance, random selection."
+        },
+    )
+
+    # Uncertainty.
+    uncertainty_method: UncertaintyMethod = field(
+        default="mc_dropout",
+        metadata={"help": "Uncertainty estimator: deep_ensemble, lora_ensemble or mc_dropout."},
+    )
+    ensemble_size: int = field(
+        default=5, metadata={"help": "Ensemble members (or stochastic passes for MC dropout), K."}
+    )
+    acquisition_function: str = field(
+        default="bald",
+        metadata={"help": f"Uncertainty score used for targets and re-ranking: {', '.join(ACQUISITION_FUNCTIONS)}."},
+    )
+    member_num_train_epochs: float | None = field(
+        default=None,
+        metadata={"help": "Epochs to train each ensemble member or LoRA adapter (default: num_train_epochs)."},
+    )
+
+    # Stopping.
+    plateau_patience: int = field(
+        default=1,
+        metadata={"help": "Stop after this many consecutive cycles without improving the validation metric."},
+    )
+    plateau_min_delta: float = field(
+        default=0.0, metadata={"help": "Minimum improvement of the validation metric that counts as progress."}
+    )
+    cycle_metric: str = field(
+        default="eval_accuracy",
+        metadata={"help": "Validation metric that decides plateaus and the best cycle (higher is better)."},
+    )
+
+    # Data.
+    input_column: str = field(
+        default="text", metadata={"help": "Dataset column with the inputs (text or image) the generator produces."}
+    )
+    label_column: str = field(default="label", metadata={"help": "Dataset column with integer class labels."})
+    max_length: int = field(default=128, metadata={"help": "Max tokens per text input when tokenizing."})
+
+    # Hub.
+    hub_dataset_id: str | None = field(
+        default=None,
+        metadata={"help": "Hub dataset repository for each cycle's synthetic data (config `cycle_k`)."},
+    )
+    push_cycles_to_hub: bool = field(
+        default=False,
+        metadata={
+            "help": "Push each cycle's synthetic data and checkpoint to the Hub; otherwise they are written to "
+            "`output_dir/hub/` in Hub layout."
+        },
+    )
+
+    # Trainer defaults that differ from TrainingArguments.
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Kept False: the trainer builds model inputs itself and needs its `is_synthetic` column."},
+    )
+    save_strategy: str = field(
+        default="no",
+        metadata={"help": "Intermediate checkpoints inside a stage; each cycle is saved under output_dir/cycle-k."},
+    )
+    report_to: str | list[str] | None = field(
+        default="none", metadata={"help": "Trackers to report to (see TrainingArguments.report_to)."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        positive = {
+            "num_cycles": self.num_cycles,
+            "synthetic_samples_per_cycle": self.synthetic_samples_per_cycle,
+            "targets_per_class": self.targets_per_class,
+            "candidates_per_sample": self.candidates_per_sample,
+            "plateau_patience": self.plateau_patience,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {value}.")
+        if self.ensemble_size < 2:
+            raise ValueError(
+                f"`ensemble_size` must be >= 2 to measure disagreement, got {self.ensemble_size}. Use 5 (the "
+                "proposal's setting) unless memory is tight."
+            )
+        if self.synthetic_loss_weight < 0:
+            raise ValueError(
+                f"`synthetic_loss_weight` (λ) must be >= 0, got {self.synthetic_loss_weight}. 0.3 is the default."
+            )
+        if self.plateau_min_delta < 0:
+            raise ValueError(f"`plateau_min_delta` must be >= 0, got {self.plateau_min_delta}.")
+        if self.uncertainty_method not in UNCERTAINTY_METHODS:
+            raise ValueError(
+                f"Unknown `uncertainty_method` {self.uncertainty_method!r}; choose one of {list(UNCERTAINTY_METHODS)}."
+            )
+        if self.acquisition_function not in ACQUISITION_FUNCTIONS:
+            raise ValueError(
+                f"Unknown `acquisition_function` {self.acquisition_function!r}; choose one of "
+                f"{list(ACQUISITION_FUNCTIONS)}."
+            )
+        if self.selection_strategy not in ("top", "random"):
+            raise ValueError(f"`selection_strategy` must be 'top' or 'random', got {self.selection_strategy!r}.")
+        if self.member_num_train_epochs is not None and self.member_num_train_epochs <= 0:
+            raise ValueError(f"`member_num_train_epochs` must be > 0, got {self.member_num_train_epochs}.")
+        if self.push_cycles_to_hub and not (self.hub_model_id or self.hub_dataset_id):
+            raise ValueError(
+                "`push_cycles_to_hub=True` needs somewhere to push: set `hub_model_id` and/or `hub_dataset_id`."
+            )
+        if self.input_column == self.label_column:
+            raise ValueError(f"`input_column` and `label_column` are both {self.input_column!r}; they must differ.")
+        # The untargeted baseline must not re-rank by uncertainty either.
+        if not self.targeted:
+            self.selection_strategy = "random"
+
+    @property
+    def effective_member_epochs(self) -> float:
+        """Epochs per ensemble member: `member_num_train_epochs`, or `num_train_epochs` when unset."""
+        return self.member_num_train_epochs if self.member_num_train_epochs is not None else self.num_train_epochs
