@@ -57,22 +57,27 @@ def test_shipped_modules_are_evaluate_metrics(metrics):
         assert (metric_module_path(name) / f"{name}.py").is_file()
 
 
+@pytest.mark.slow
 def test_modules_load_offline_in_a_fresh_process(tmp_path):
-    # A clean interpreter with the Hub switched off and an empty cache: nothing can come from the network.
+    # A clean interpreter with the Hub switched off and an empty modules cache: nothing can come from the network.
+    # (It imports only `evaluate`, not hf_active_synth, to stay fast.)
+    paths = [str(metric_module_path(name)) for name in SHIPPED_METRICS]
     script = textwrap.dedent(
-        """
+        f"""
         import evaluate
-        from hf_active_synth.evaluation.metrics import SHIPPED_METRICS, load_metric, metric_module_path
-        for name in SHIPPED_METRICS:
-            assert load_metric(name).name == name
-        print(evaluate.load(str(metric_module_path("accuracy") / "accuracy.py")).compute(
-            predictions=[0, 1, 1], references=[0, 1, 0]))
+        for path in {paths!r}:
+            evaluate.load(path)
+        ece = evaluate.load({paths[2]!r} + "/expected_calibration_error.py")
+        print(evaluate.load({paths[0]!r}).compute(predictions=[0, 1, 1], references=[0, 1, 0]))
+        print(ece.compute(predictions=[[0.9, 0.1], [0.2, 0.8]], references=[0, 0], n_bins=10))
         """
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "'accuracy': 0.666" in result.stdout
+    assert "{'accuracy': 0.666" in result.stdout
+    assert "{'expected_calibration_error': 0.45" in result.stdout
+    assert (tmp_path / "hf" / "modules" / "evaluate_modules" / "metrics" / "accuracy").is_dir()
 
 
 @_SETTINGS
