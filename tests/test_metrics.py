@@ -24,7 +24,7 @@ from hf_active_synth.evaluation.metrics import (
     metric_module_path,
 )
 
-_SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+_SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _reference_ece(probabilities: np.ndarray, labels: np.ndarray, n_bins: int) -> float:

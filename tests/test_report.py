@@ -17,6 +17,9 @@ from hf_active_synth.evaluation.report import (
     data_efficiency_summary,
     format_mean_std,
     markdown_table,
+    render_compute_table,
+    render_data_efficiency,
+    render_funnel_table,
     render_results_table,
     render_robustness_tables,
     render_uncertainty_table,
@@ -180,12 +183,11 @@ def test_data_efficiency_without_real_only_uses_cycle_zero(results):
     assert summary["methods"]["active"]["gain"] == pytest.approx([0.12, 0.12])
 
 
-def test_data_efficiency_not_reached(results, tmp_path):
+def test_data_efficiency_not_reached(results):
     for history in results["active"]:
         for cycle in history["cycles"]:
             cycle["eval_metrics"]["eval_accuracy"] = 0.75
-    report = build_report(results, tmp_path).read_text()
-    assert "not reached (0/2 seeds)" in report
+    assert "not reached (0/2 seeds)" in render_data_efficiency(data_efficiency_summary(results))
 
 
 def test_robustness_tables(extras):
@@ -202,7 +204,13 @@ def test_robustness_tables(extras):
 
 
 def test_build_report_writes_markdown_json_and_valid_pngs(results, extras, tmp_path):
+    import matplotlib.pyplot as plt
+
+    snapshot = copy.deepcopy((results, extras))
+    figures_before = plt.get_fignums()
     path = build_report(results, tmp_path / "report", extras=extras, title="Digits comparison")
+    assert (results, extras) == snapshot  # inputs are not mutated
+    assert plt.get_fignums() == figures_before  # no pyplot global state
     assert path == tmp_path / "report" / "report.md"
     report = path.read_text()
     for heading in (
@@ -234,14 +242,12 @@ def test_build_report_writes_markdown_json_and_valid_pngs(results, extras, tmp_p
     assert summary["robustness"]["active"]["corruptions"]["occlusion"]["5"] == [pytest.approx(0.6), 0.62]
 
 
-def test_funnel_and_compute_tables(results, tmp_path):
-    report = build_report(results, tmp_path).read_text()
-    funnel = report.split("## Synthetic data funnel")[1].split("##")[0]
-    rows = _rows(funnel.strip())
+def test_funnel_and_compute_tables(results):
+    rows = _rows(render_funnel_table(results))
     # active: 2 x 100 accepted per cycle -> 400 candidates over two cycles; acceptance 50 %.
     assert rows["active"][0] == "400 ± 0" and rows["active"][-2:] == ["200 ± 0", "50.0 ± 0.0 %"]
     assert "real_only" not in rows
-    compute = _rows(report.split("## Compute cost")[1].split("##")[0].split("\n\n", 1)[1].strip())
+    compute = _rows(render_compute_table(results))
     # Method | train | estimate | generate | filter | total | peak memory: three cycles of 10 s training.
     assert compute["active"][0] == "30.0 ± 0.0"
     assert compute["active"][2] == "10.0 ± 0.0"  # generation only in cycles 1 and 2
@@ -254,20 +260,6 @@ def test_report_with_only_real_only_runs_has_placeholder_plots(tmp_path):
     assert "## Uncertainty reduction" not in report and "## Data efficiency" not in report
     for name in PLOT_FILES:
         assert (tmp_path / name).stat().st_size > 1000
-
-
-def test_plots_do_not_touch_pyplot_state(results, tmp_path):
-    import matplotlib.pyplot as plt
-
-    before = plt.get_fignums()
-    build_report(results, tmp_path)
-    assert plt.get_fignums() == before
-
-
-def test_inputs_are_not_mutated(results, extras, tmp_path):
-    snapshot = copy.deepcopy((results, extras))
-    build_report(results, tmp_path, extras=extras)
-    assert (results, extras) == snapshot
 
 
 @pytest.mark.parametrize(
