@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import SaveStrategy
 
 from .acquisition import ACQUISITION_FUNCTIONS
 
@@ -117,12 +118,9 @@ class ActiveSynthesisConfig(TrainingArguments):
         default=False,
         metadata={"help": "Kept False: the trainer builds model inputs itself and needs its `is_synthetic` column."},
     )
-    save_strategy: str = field(
+    save_strategy: SaveStrategy | str = field(
         default="no",
         metadata={"help": "Intermediate checkpoints inside a stage; each cycle is saved under output_dir/cycle-k."},
-    )
-    report_to: str | list[str] | None = field(
-        default="none", metadata={"help": "Trackers to report to (see TrainingArguments.report_to)."}
     )
 
     def __post_init__(self):

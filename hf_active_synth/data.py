@@ -139,4 +139,6 @@ def merge_model_inputs(real: Dataset, synthetic: Dataset | None) -> Dataset:
     """Real ∪ synthetic model inputs, real rows first (the order only matters for reproducibility)."""
     if synthetic is None or len(synthetic) == 0:
         return real
-    return concatenate_datasets([real.with_format(None), synthetic.with_format(None)]).with_format("torch")
+    # Generators may produce other dtypes (float64 vs float32 pixels, say): encode synthetic rows like real ones.
+    synthetic = synthetic.with_format(None).cast(real.features)
+    return concatenate_datasets([real.with_format(None), synthetic]).with_format("torch")

@@ -1,0 +1,41 @@
+"""ActiveSynthesisConfig from the command line and from YAML."""
+
+import subprocess
+import sys
+
+import yaml
+from transformers import HfArgumentParser
+
+from hf_active_synth import ActiveSynthesisConfig
+
+
+def test_command_line(tmp_path):
+    (config,) = HfArgumentParser(ActiveSynthesisConfig).parse_args_into_dataclasses(
+        [
+            "--output_dir", str(tmp_path), "--num_cycles", "5", "--synthetic_loss_weight", "0.5",
+            "--uncertainty_method", "lora_ensemble", "--acquisition_function", "variance", "--targeted", "false",
+        ]
+    )
+    assert config.num_cycles == 5 and config.synthetic_loss_weight == 0.5
+    assert config.uncertainty_method == "lora_ensemble" and config.acquisition_function == "variance"
+    assert not config.targeted and config.selection_strategy == "random"
+
+
+def test_defaults_follow_the_proposal(tmp_path):
+    config = ActiveSynthesisConfig(output_dir=str(tmp_path))
+    assert config.synthetic_loss_weight == 0.3 and config.ensemble_size == 5
+
+
+def test_yaml(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path), "num_cycles": 2, "plateau_patience": 3}))
+    (config,) = HfArgumentParser(ActiveSynthesisConfig).parse_yaml_file(str(path))
+    assert config.num_cycles == 2 and config.plateau_patience == 3
+
+
+def test_help_renders():
+    script = "from transformers import HfArgumentParser; from hf_active_synth import ActiveSynthesisConfig; " \
+             "HfArgumentParser(ActiveSynthesisConfig).parse_args(['--help'])"
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--synthetic_loss_weight" in result.stdout and "--plateau_patience" in result.stdout
