@@ -868,9 +868,10 @@ def pull_run(
 
     Writes `output_dir/cycle-j/cycle.json` for every cycle up to the pulled one `k`, `cycle-k/checkpoint/` (the
     weights and processor files of revision `revision`), `cycle-j/synthetic/` (`save_to_disk`) for every cycle
-    `j <= k` with samples, and `history.json`; and mirrors the repositories into the local Hub folder
-    (`output_dir/hub/` by default) so the next `publish_cycle` continues the same repositories. Model predictions on
-    the real pool (`pool_logits.pt`) are not published: a resumed trainer recomputes them.
+    `j <= k` with samples, and `history.json`; and mirrors the repositories (the dataset, the branch of cycle `k` and
+    of the best cycle so far) into the local Hub folder (`output_dir/hub/` by default) so the next `publish_cycle`
+    continues the same repositories. Model predictions on the real pool (`pool_logits.pt`) are not published: a
+    resumed trainer recomputes them.
 
     Args:
         model_repo_id (`str`): Model repository of the run.
@@ -902,6 +903,12 @@ def pull_run(
         shutil.rmtree(branch_dir)
     branch_dir.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, branch_dir)
+
+    best_cycle = int(run.get("best_cycle", cycle))
+    if best_cycle != cycle:  # `main` of the next publish needs the best checkpoint locally
+        publisher._download(
+            model_repo_id, "model", branch_name(best_cycle), publisher.model_dir(branch_name(best_cycle))
+        )
 
     checkpoint = output_dir / f"cycle-{cycle}" / CHECKPOINT_DIR
     _link_tree(branch_dir, checkpoint, exclude=(constants.REPOCARD_NAME, RUN_FILE, ".gitattributes"))

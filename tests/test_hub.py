@@ -301,13 +301,14 @@ def test_pull_run_resumes_from_hub_state(hub_server, tmp_path):
     for cycle in (1, 2):
         assert_same_rows(load_from_disk(str(resumed / f"cycle-{cycle}" / "synthetic")), cycles[cycle][1])
     assert json.loads((resumed / "history.json").read_text())["cycles"] == [cycle_entry(c) for c in range(3)]
+    assert (resumed / "hub" / "models" / "run-model@cycle-1" / "model.safetensors").is_file()  # best so far
 
     # The resumed run publishes cycle 3 into the same repositories, keeping every earlier cycle.
     cycles.update(run_cycles(publisher(resumed), resumed, range(3, 4)))
     everything = load_dataset(DATASET_REPO, "all", split="train", token=TOKEN, cache_dir=str(tmp_path / "all"))
     assert_same_rows(everything, concatenate_datasets([cycles[c][1] for c in (1, 2, 3)]))
     main = BertForSequenceClassification.from_pretrained(MODEL_REPO, token=TOKEN, cache_dir=tmp_path / "main")
-    assert_same_weights(main, cycles[1][0])  # still the best cycle, although its folder was never local here
+    assert_same_weights(main, cycles[1][0])  # still the best cycle, published from the pulled mirror
 
     # Pulling an earlier revision gives the state after that cycle only.
     earlier = tmp_path / "earlier"
@@ -363,3 +364,62 @@ def test_server_speaks_dataset_push_to_hub(hub_server, tmp_path):
     samples.push_to_hub("test-user/pushed", config_name="cycle_1", token=TOKEN, private=True)
     loaded = load_dataset("test-user/pushed", "cycle_1", split="train", token=TOKEN, cache_dir=str(tmp_path))
     assert_same_rows(loaded, samples)
+
+
+def test_image_samples_and_peft_adapters_round_trip_locally(tmp_path):
+    import numpy as np
+    from datasets import Image
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from PIL import Image as PILImage
+
+    output_dir = tmp_path / "run"
+    base = make_model(seed=0)
+    adapter = get_peft_model(make_model(seed=0), LoraConfig(r=2, target_modules=["query", "value"]))
+    torch.manual_seed(1)
+    for name, parameter in adapter.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(parameter)
+    rng = np.random.default_rng(0)
+    pixels = [rng.integers(0, 256, size=(8, 8), dtype=np.uint8) for _ in range(3)]
+    samples = Dataset.from_dict(
+        {"image": [PILImage.fromarray(p) for p in pixels], "label": [0, 1, 0], "synth_cycle": [1, 1, 1]},
+        features=Features({"image": Image(), "label": ClassLabel(names=["0", "1"]), "synth_cycle": Value("int64")}),
+    )
+    for cycle in (0, 1):
+        cycle_dir = output_dir / f"cycle-{cycle}"
+        (adapter if cycle else base).save_pretrained(cycle_dir / "checkpoint")
+        if cycle:
+            samples.save_to_disk(str(cycle_dir / "synthetic"))
+        (cycle_dir / "cycle.json").write_text(json.dumps(cycle_entry(cycle)))
+        pub = HubPublisher(output_dir, run_settings={"base_model": "tiny-bert"})
+        pub.publish_cycle(cycle_dir, [cycle_entry(c) for c in range(cycle + 1)], best_cycle=cycle)
+
+    loaded = load_dataset(str(pub.dataset_dir()), "cycle_1", split="train", cache_dir=str(tmp_path / "cache"))
+    assert loaded.features["image"] == Image()
+    assert all(np.array_equal(np.asarray(image), p) for image, p in zip(loaded["image"], pixels))
+    assert "image classifier" not in (pub.model_dir("cycle-1") / "README.md").read_text()  # no processor saved
+    assert "PeftModel.from_pretrained" in (pub.model_dir("cycle-1") / "README.md").read_text()
+    restored = PeftModel.from_pretrained(make_model(seed=0), pub.model_dir("cycle-1"))
+    assert_same_weights(restored, adapter)
+
+
+def test_from_training_args_reads_the_hub_settings(tmp_path):
+    from types import SimpleNamespace
+
+    args = SimpleNamespace(
+        output_dir=str(tmp_path),
+        hub_model_id=MODEL_REPO,
+        hub_dataset_id=DATASET_REPO,
+        push_cycles_to_hub=True,
+        hub_token=TOKEN,
+        hub_private_repo=None,
+    )
+    pub = HubPublisher.from_training_args(args)
+    assert (pub.model_repo_id, pub.dataset_repo_id, pub.push_to_hub, pub.private) == (
+        MODEL_REPO,
+        DATASET_REPO,
+        True,
+        True,
+    )
+    assert pub.token == TOKEN and TOKEN not in repr(pub)
+    assert not any(tmp_path.iterdir())  # nothing written, nothing fetched
