@@ -32,7 +32,11 @@ class ActiveSynthesisConfig(TrainingArguments):
     # Loop.
     num_cycles: int = field(default=3, metadata={"help": "Number of synthesis cycles after the real-only cycle 0."})
     synthetic_samples_per_cycle: int = field(
-        default=64, metadata={"help": "Synthetic samples accepted into the training data per cycle."}
+        default=64,
+        metadata={
+            "help": "Synthetic samples accepted into the training data per cycle. 0 retrains on the real data only "
+            "(the real-only baseline: same cycles, same training, no generator needed)."
+        },
     )
     targets_per_class: int = field(
         default=4,
@@ -105,6 +109,13 @@ class ActiveSynthesisConfig(TrainingArguments):
         default=None,
         metadata={"help": "Hub dataset repository for each cycle's synthetic data (config `cycle_k`)."},
     )
+    publish_cycles: bool = field(
+        default=True,
+        metadata={
+            "help": "Write every cycle's synthetic dataset and checkpoint in Hub layout under output_dir/hub "
+            "(loadable with load_dataset / from_pretrained), with cards."
+        },
+    )
     push_cycles_to_hub: bool = field(
         default=False,
         metadata={
@@ -125,9 +136,10 @@ class ActiveSynthesisConfig(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.synthetic_samples_per_cycle < 0:
+            raise ValueError(f"`synthetic_samples_per_cycle` must be >= 0, got {self.synthetic_samples_per_cycle}.")
         positive = {
             "num_cycles": self.num_cycles,
-            "synthetic_samples_per_cycle": self.synthetic_samples_per_cycle,
             "targets_per_class": self.targets_per_class,
             "candidates_per_sample": self.candidates_per_sample,
             "plateau_patience": self.plateau_patience,
@@ -168,6 +180,11 @@ class ActiveSynthesisConfig(TrainingArguments):
         # The untargeted baseline must not re-rank by uncertainty either.
         if not self.targeted:
             self.selection_strategy = "random"
+
+    @property
+    def synthesizes(self) -> bool:
+        """Whether cycles generate synthetic data (False for the real-only baseline)."""
+        return self.synthetic_samples_per_cycle > 0
 
     @property
     def effective_member_epochs(self) -> float:

@@ -183,6 +183,9 @@ class CycleStore:
     def load_result(self, cycle: int) -> CycleResult:
         return CycleResult.from_dict(json.loads((self.cycle_dir(cycle) / CYCLE_FILE).read_text()))
 
+    def has_pool_logits(self, cycle: int) -> bool:
+        return (self.cycle_dir(cycle) / POOL_LOGITS_FILE).is_file()
+
     def load_pool_logits(self, cycle: int) -> torch.Tensor:
         return torch.load(self.cycle_dir(cycle) / POOL_LOGITS_FILE, weights_only=True)
 

@@ -171,7 +171,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         self.preprocess = preprocess or make_preprocess(processing_class, args.input_column, args.max_length)
         self.generator = generator
         self.filters = list(filters) if filters is not None else [LabelAgreementFilter(), ExactDuplicateFilter()]
-        self.publisher = publisher
+        self._publisher = publisher
         self.synthetic_loss_weight = args.synthetic_loss_weight
         self.synthetic_dataset: Dataset | None = None  # raw accepted samples of every cycle so far
 
@@ -208,6 +208,18 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         self.model_accepts_loss_kwargs = False
         self.loss_is_scaled_for_ga = False
         self.estimator = estimator if estimator is not None else self._default_estimator()
+        self.publisher = self._publisher if self._publisher is not None else self._default_publisher()
+
+    def _default_publisher(self) -> Any:
+        if not (self.args.publish_cycles or self.args.push_cycles_to_hub):
+            return None
+        from .hub import HubPublisher
+
+        model = self.accelerator.unwrap_model(self.model)
+        base_model = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+        return HubPublisher.from_training_args(
+            self.args, run_settings={"base_model": base_model, "command": " ".join(sys.argv)}
+        )
 
     # ------------------------------------------------------------------ building blocks
 
@@ -342,11 +354,13 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         return history
 
     def _check_ready_for_cycles(self) -> None:
+        self.check_model_returns_logits()
+        if not self.args.synthesizes:
+            return
         if self.generator is None:
             raise ValueError("`run_cycles` needs a generator: pass `generator=` to ActiveSynthesisTrainer.")
         if not callable(getattr(self.generator, "generate", None)):
             raise TypeError(f"The generator {type(self.generator).__name__} has no `generate(request)` method.")
-        self.check_model_returns_logits()
 
     def _run_cycle_zero(self, store: CycleStore, history: ActiveSynthesisHistory) -> torch.Tensor:
         timer = _StageTimer()
@@ -354,8 +368,10 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             self._train_stage(cycle=0)
         with timer("evaluate"):
             metrics = self._evaluate_stage()
-        with timer("estimate"):
-            pool_logits = self._estimate_stage(cycle=0)
+        pool_logits = torch.empty(0)
+        if self.args.synthesizes:
+            with timer("estimate"):
+                pool_logits = self._estimate_stage(cycle=0)
         result = CycleResult(
             cycle=0,
             eval_metrics=metrics,
@@ -368,6 +384,8 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
     def _run_cycle(
         self, cycle: int, store: CycleStore, history: ActiveSynthesisHistory, pool_logits: torch.Tensor
     ) -> torch.Tensor:
+        if not self.args.synthesizes:
+            return self._run_real_only_cycle(cycle, store, history)
         timer = _StageTimer()
         targets = self._choose_targets(pool_logits, cycle)
         target_ids = [target.example_id for target in targets]
@@ -400,6 +418,20 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         )
         self._finish_cycle(store, history, result, accepted=accepted, pool_logits=new_pool_logits)
         return new_pool_logits
+
+    def _run_real_only_cycle(self, cycle: int, store: CycleStore, history: ActiveSynthesisHistory) -> torch.Tensor:
+        """The real-only baseline: the same retraining and evaluation, with no synthesis."""
+        timer = _StageTimer()
+        with timer("train"):
+            self._train_stage(cycle)
+        with timer("evaluate"):
+            metrics = self._evaluate_stage()
+        result = CycleResult(
+            cycle=cycle, eval_metrics=metrics, stage_seconds=timer.seconds, peak_memory_mb=_peak_memory_mb()
+        )
+        pool_logits = torch.empty(0)
+        self._finish_cycle(store, history, result, accepted=None, pool_logits=pool_logits)
+        return pool_logits
 
     def _stage_seed(self, cycle: int, stage: str) -> int:
         return self.args.seed + 1000 * cycle + _STAGE_SEED_OFFSETS[stage]
@@ -530,7 +562,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             LABEL_PROBABILITY_COLUMN: probabilities[torch.arange(len(labels)), labels].tolist(),
             PREDICTED_LABEL_COLUMN: predicted.tolist(),
             PREDICTED_PROBABILITY_COLUMN: predicted_probability.tolist(),
-            TARGET_UNCERTAINTY_COLUMN: [target_scores[t] for t in candidates[TARGET_ID_COLUMN]],
+            TARGET_UNCERTAINTY_COLUMN: [target_scores.get(t, float("nan")) for t in candidates[TARGET_ID_COLUMN]],
         }
         for column, values in columns.items():
             if column in candidates.column_names:
@@ -550,6 +582,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
                 label_column=self.args.label_column,
                 real_dataset=self.real_train_dataset,
                 num_labels=self.num_labels,
+                accepted_dataset=self.synthetic_dataset,
             )
             counts: dict[str, int] = {}
             kept = scored
@@ -610,7 +643,8 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             store.begin(result.cycle)
         self.accelerator.wait_for_everyone()
         # Every process calls save_model (sharded set-ups gather weights collectively); only the main one writes.
-        self.save_model(str(staging / CHECKPOINT_DIR), _internal_call=True)
+        with _without_hub_token(self.args):
+            self.save_model(str(staging / CHECKPOINT_DIR), _internal_call=True)
         if self.is_world_process_zero():
             cycle_dir = store.commit(result.cycle, staging, result, accepted, pool_logits)
             store.write_history(history, self._public_config())
@@ -638,15 +672,31 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         self._load_from_checkpoint(str(store.cycle_dir(last) / CHECKPOINT_DIR))
         self.synthetic_dataset = store.load_synthetic(last)
         self._rebuild_train_dataset()
-        # The estimator was fitted at the end of cycle `last` with this seed; refitting replays it exactly.
-        set_seed(self._stage_seed(last, "estimate"))
-        self.estimator.fit(self)
+        if self.args.synthesizes:
+            # The estimator was fitted at the end of cycle `last` with this seed; refitting replays it exactly.
+            set_seed(self._stage_seed(last, "estimate"))
+            self.estimator.fit(self)
         logger.info("Resumed from %s (cycle %d).", store.cycle_dir(last), last)
-        return store.load_pool_logits(last)
+        if store.has_pool_logits(last):
+            return store.load_pool_logits(last)
+        if not self.args.synthesizes:
+            return torch.empty(0)
+        # A run pulled from the Hub has no pool scores: score the pool with the refitted estimator.
+        return self.predict_member_logits(self.pool_dataset)
 
     def _public_config(self) -> dict[str, Any]:
         # `to_dict()` redacts `hub_token` and other secrets.
         return self.args.to_dict()
+
+
+@contextmanager
+def _without_hub_token(args: ActiveSynthesisConfig):
+    """Keeps the token out of `training_args.bin`, which `save_model` pickles next to the weights."""
+    token, args.hub_token = args.hub_token, None
+    try:
+        yield
+    finally:
+        args.hub_token = token
 
 
 class _StageTimer:

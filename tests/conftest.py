@@ -32,3 +32,6 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ["WANDB_DISABLED"] = "true"
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+
+
+from hub_server import hub_server  # noqa: E402, F401  (the Hub-protocol test server fixture)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import ClassLabel, Dataset, Features, List, Value, concatenate_datasets, load_dataset, load_from_disk
-from hub_server import hub_server  # noqa: F401 - pytest fixture
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import RepositoryNotFoundError
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, BertTokenizerFast

@@ -18,12 +18,14 @@ class FilterContext:
         label_column (`str`): Column with the labels.
         real_dataset (`Dataset`): The real training rows (raw, un-preprocessed): for near-copy (privacy) checks.
         num_labels (`int`): Number of classes.
+        accepted_dataset (`Dataset`, *optional*): Synthetic samples accepted in earlier cycles (raw).
     """
 
     input_column: str
     label_column: str
     real_dataset: Dataset
     num_labels: int
+    accepted_dataset: Dataset | None = None
 
 
 @runtime_checkable

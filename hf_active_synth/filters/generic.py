@@ -58,12 +58,14 @@ def content_fingerprint(value: Any) -> str:
 
 
 class ExactDuplicateFilter:
-    """Drops candidates whose input is identical to an earlier candidate's or to a real training example's."""
+    """Drops candidates identical to an earlier candidate, a real training example, or an already accepted sample."""
 
     name = "exact_duplicate"
 
     def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
         seen = {content_fingerprint(value) for value in context.real_dataset[context.input_column]}
+        if context.accepted_dataset is not None:
+            seen |= {content_fingerprint(value) for value in context.accepted_dataset[context.input_column]}
         keep = []
         for index, value in enumerate(candidates[context.input_column]):
             fingerprint = content_fingerprint(value)
