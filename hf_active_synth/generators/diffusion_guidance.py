@@ -1,0 +1,227 @@
+"""Ensemble-disagreement guidance for diffusers pipelines, as a `PipelineCallback` for `callback_on_step_end`.
+
+After each denoising step the callback re-predicts the noise of the new latents `x_t`, estimates the clean sample
+`x̂0(x_t)`, scores it with the ensemble and moves the latents up the gradient of
+
+    guidance_scale · disagreement(x̂0) + label_scale · log p̄(y = c | x̂0)
+
+(the proposal's L_G = Var(y|x) plus a term that keeps the intended class `c`). It works like the CLIP-guided
+community pipeline: gradients are taken under `torch.enable_grad()` inside the pipeline's no-grad `__call__`,
+through the denoiser and, for latent diffusion, through the VAE decoder. Because it only returns new `latents`, the
+same callback steers any pipeline whose scheduler is variance-preserving (DDPM, DDIM, PNDM, DPM-Solver):
+`ClassConditionalImagePipeline`, `StableDiffusionPipeline`, `StableDiffusionImg2ImgPipeline`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import torch
+from diffusers.callbacks import PipelineCallback
+from diffusers.configuration_utils import register_to_config
+
+from ..acquisition import AcquisitionFunction, get_acquisition_function
+
+ImagesToModelInputs = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+"""Differentiable map from images in `[0, 1]` shaped `[B, C, H, W]` to the classifier's keyword inputs."""
+
+Conditioning = Literal["class_labels", "prompt_embeds"]
+
+
+def resolve_acquisition(acquisition: str | AcquisitionFunction) -> AcquisitionFunction:
+    """An acquisition function from its name in `hf_active_synth.acquisition` or the function itself."""
+    if callable(acquisition):
+        return acquisition
+    if not isinstance(acquisition, str):
+        raise TypeError(f"`acquisition` must be a name or a function of logits [N, C, K], got {acquisition!r}.")
+    function = get_acquisition_function(acquisition)
+    if acquisition == "random":
+        raise ValueError("The 'random' acquisition function has no gradient: guide with 'variance', 'bald', ...")
+    return function
+
+
+def label_log_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """`log p̄(y = labels | x)` under the ensemble-mean prediction, from member logits `[B, C, K]`. Shape `[B]`."""
+    log_probabilities = torch.log_softmax(logits.float(), dim=1)
+    log_mean = torch.logsumexp(log_probabilities, dim=2) - math.log(logits.shape[2])
+    return log_mean.gather(1, labels.view(-1, 1).to(log_mean.device)).squeeze(1)
+
+
+def predict_original_sample(
+    model_output: torch.Tensor, sample: torch.Tensor, alpha_prod: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """`x̂0` from a denoiser output at noise level `alpha_prod` (ᾱ_t), for a variance-preserving scheduler."""
+    if prediction_type == "epsilon":
+        return (sample - (1 - alpha_prod).sqrt() * model_output) / alpha_prod.sqrt()
+    if prediction_type == "v_prediction":
+        return alpha_prod.sqrt() * sample - (1 - alpha_prod).sqrt() * model_output
+    if prediction_type == "sample":
+        return model_output
+    raise ValueError(f"Unsupported prediction_type {prediction_type!r}: use epsilon, v_prediction or sample.")
+
+
+def _rms_normalize(gradient: torch.Tensor) -> torch.Tensor:
+    # Per-sample unit root-mean-square, so a scale reads as "fraction of the current noise level per step".
+    rms = gradient.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(1e-12)
+    return gradient / rms.view(-1, *([1] * (gradient.ndim - 1)))
+
+
+class EnsembleGuidanceCallback(PipelineCallback):
+    r"""Steers sampling towards inputs the ensemble disagrees on, while keeping the intended class.
+
+    One instance guides one pipeline call (it holds that batch's `class_labels`). Every step `i` of `N` with
+    `guidance_start <= i / N < guidance_end` (the last step excepted: its latents are already noise-free) moves the
+    latents by `w_i · (guidance_scale · ĝ_D + label_scale · ĝ_L)`, where `ĝ_D`, `ĝ_L` are the gradients of the
+    disagreement and of `log p̄(y=c|x̂0)` w.r.t. the latents, `w_i = (1 - i/N) ** guidance_decay` times `σ_t`
+    (per-sample RMS-normalized gradients, the default) or `σ_t²` (raw gradients, classifier-guidance scaling), with
+    `σ_t = sqrt(1 - ᾱ_t)` the noise level of the latents. With both scales 0 it returns the latents untouched.
+
+    Args:
+        estimator (`UncertaintyEstimator`): Anything with `member_logits(inputs) -> Tensor [B, C, K]`,
+            differentiable w.r.t. the input tensors.
+        to_model_inputs (`Callable[[Tensor], Mapping[str, Tensor]]`): Differentiable map from images in `[0, 1]`
+            (`[B, C, H, W]`, the pipeline's image space) to the estimator's inputs.
+        class_labels (`torch.Tensor`): Intended class of each sample in the batch, shape `[B]`.
+        conditioning (`str`, defaults to `"class_labels"`): What conditions the denoiser: `"class_labels"`
+            (`ClassConditionalImagePipeline`) or `"prompt_embeds"` (Stable Diffusion pipelines).
+        guidance_scale (`float`, defaults to 0.5): Weight of the disagreement gradient.
+        label_scale (`float`, defaults to 0.5): Weight of the `log p̄(y=c|x̂0)` gradient.
+        acquisition (`str` or `Callable`, defaults to `"variance"`): Disagreement measure, a name in
+            `hf_active_synth.acquisition.ACQUISITION_FUNCTIONS` or a function of logits `[N, C, K]` → `[N]`.
+        guidance_start (`float`, defaults to 0.0): First fraction of the schedule that is guided.
+        guidance_end (`float`, defaults to 1.0): Guidance stops from this fraction of the schedule on.
+        guidance_decay (`float`, defaults to 0.0): Exponent of the `(1 - i/N)` decay of the step size (0 = flat).
+        normalize_gradient (`bool`, defaults to `True`): RMS-normalize each gradient per sample.
+        backprop_through_denoiser (`bool`, defaults to `True`): Differentiate `x̂0` through the denoiser (as the
+            CLIP-guided pipeline does); `False` treats the noise prediction as constant (cheaper, cruder).
+    """
+
+    ignore_for_config = ["estimator", "to_model_inputs", "class_labels", "acquisition"]
+
+    @register_to_config
+    def __init__(
+        self,
+        *,
+        estimator: Any,
+        to_model_inputs: ImagesToModelInputs,
+        class_labels: torch.Tensor,
+        conditioning: Conditioning = "class_labels",
+        guidance_scale: float = 0.5,
+        label_scale: float = 0.5,
+        acquisition: str | AcquisitionFunction = "variance",
+        guidance_start: float = 0.0,
+        guidance_end: float = 1.0,
+        guidance_decay: float = 0.0,
+        normalize_gradient: bool = True,
+        backprop_through_denoiser: bool = True,
+    ):
+        # `PipelineCallback.__init__` only registers its CFG-cutoff options, which mean nothing here.
+        if not hasattr(estimator, "member_logits"):
+            raise TypeError(f"`estimator` needs a `member_logits(inputs)` method; got {type(estimator).__name__}.")
+        if conditioning not in ("class_labels", "prompt_embeds"):
+            raise ValueError(f"`conditioning` must be 'class_labels' or 'prompt_embeds', got {conditioning!r}.")
+        if guidance_scale < 0 or label_scale < 0:
+            raise ValueError("`guidance_scale` and `label_scale` must be >= 0 (0 disables that term).")
+        if not 0.0 <= guidance_start <= guidance_end <= 1.0:
+            raise ValueError("Need 0 <= guidance_start <= guidance_end <= 1 (fractions of the denoising schedule).")
+        if guidance_decay < 0:
+            raise ValueError(f"`guidance_decay` must be >= 0, got {guidance_decay}.")
+        resolve_acquisition(acquisition)  # fail at construction, not mid-sampling
+        self.estimator = estimator
+        self.to_model_inputs = to_model_inputs
+        self.class_labels = torch.as_tensor(class_labels, dtype=torch.long)
+        self.acquisition = acquisition
+        self.trace = []
+        """Per guided step: `{"step", "disagreement", "label_log_probability"}` batch means at `x̂0`."""
+
+    @property
+    def tensor_inputs(self) -> list[str]:
+        return ["latents", self.config.conditioning]
+
+    def step_weight(self, step_index: int, num_steps: int) -> float:
+        """The schedule factor `(1 - i/N) ** guidance_decay` inside the guided window, else 0."""
+        if self.config.guidance_scale == 0 and self.config.label_scale == 0:
+            return 0.0
+        progress = step_index / num_steps
+        if not self.config.guidance_start <= progress < self.config.guidance_end:
+            return 0.0
+        return (1.0 - progress) ** self.config.guidance_decay
+
+    def callback_fn(
+        self, pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]
+    ) -> dict[str, Any]:
+        num_steps = getattr(pipeline, "_num_timesteps", None) or len(pipeline.scheduler.timesteps)
+        weight = self.step_weight(step_index, num_steps)
+        scheduler = pipeline.scheduler
+        # The latents are now at the *previous* timestep of `timestep`; negative means fully denoised.
+        if hasattr(scheduler, "previous_timestep"):
+            noise_timestep = int(scheduler.previous_timestep(timestep))
+        else:
+            noise_timestep = int(timestep) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+        if weight == 0.0 or noise_timestep < 0:
+            return callback_kwargs
+        latents = callback_kwargs["latents"]
+        with torch.enable_grad():
+            gradients, sigma = self._gradients(pipeline, latents, noise_timestep, callback_kwargs)
+        step = torch.zeros_like(latents)
+        for scale, gradient in zip((self.config.guidance_scale, self.config.label_scale), gradients):
+            if gradient is None:
+                continue
+            if self.config.normalize_gradient:
+                step = step + scale * sigma * _rms_normalize(gradient)
+            else:
+                step = step + scale * sigma**2 * gradient
+        callback_kwargs["latents"] = (latents + weight * step).to(latents.dtype)
+        return callback_kwargs
+
+    def _denoiser_kwargs(self, pipeline: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        if self.config.conditioning == "class_labels":
+            return {"class_labels": callback_kwargs["class_labels"]}
+        prompt_embeds = callback_kwargs["prompt_embeds"]
+        if getattr(pipeline, "do_classifier_free_guidance", False):
+            prompt_embeds = prompt_embeds.chunk(2)[1]  # [negative, positive]: guide with the conditional half
+        return {"encoder_hidden_states": prompt_embeds}
+
+    def _decode(self, pipeline: Any, original: torch.Tensor) -> torch.Tensor:
+        vae = getattr(pipeline, "vae", None)
+        if vae is not None:  # latent diffusion: x̂0 is a VAE latent
+            shift = getattr(vae.config, "shift_factor", None) or 0.0
+            original = vae.decode(original / vae.config.scaling_factor + shift, return_dict=False)[0]
+        return (original / 2 + 0.5).clamp(0, 1)
+
+    def _gradients(
+        self, pipeline: Any, latents: torch.Tensor, noise_timestep: int, callback_kwargs: dict[str, Any]
+    ) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], torch.Tensor]:
+        scheduler = pipeline.scheduler
+        alpha_prod = scheduler.alphas_cumprod[noise_timestep].to(device=latents.device, dtype=torch.float32)
+        latents = latents.detach().requires_grad_(True)
+        timestep = torch.tensor(noise_timestep, device=latents.device)
+        model_input = scheduler.scale_model_input(latents, timestep)
+        denoiser_kwargs = self._denoiser_kwargs(pipeline, callback_kwargs)
+        with torch.set_grad_enabled(self.config.backprop_through_denoiser):
+            model_output = pipeline.unet(model_input, timestep, **denoiser_kwargs, return_dict=False)[0]
+        original = predict_original_sample(model_output, latents, alpha_prod, scheduler.config.prediction_type).to(
+            latents.dtype
+        )
+        images = self._decode(pipeline, original)
+        logits = self.estimator.member_logits(dict(self.to_model_inputs(images)))
+        disagreement = resolve_acquisition(self.acquisition)(logits)
+        label_term = label_log_probability(logits, self.class_labels)
+        self.trace.append(
+            {
+                "step": noise_timestep,
+                "disagreement": disagreement.mean().item(),
+                "label_log_probability": label_term.mean().item(),
+            }
+        )
+        objectives = (disagreement.sum(), label_term.sum())
+        scales = (self.config.guidance_scale, self.config.label_scale)
+        wanted = [index for index, scale in enumerate(scales) if scale > 0]
+        gradients: list[torch.Tensor | None] = [None, None]
+        for position, index in enumerate(wanted):
+            retain = position < len(wanted) - 1
+            (gradients[index],) = torch.autograd.grad(objectives[index], latents, retain_graph=retain)
+        sigma = (1 - alpha_prod).sqrt()
+        return (gradients[0], gradients[1]), sigma
