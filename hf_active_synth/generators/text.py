@@ -425,7 +425,9 @@ class TextGenerationGenerator:
             SEED_IDS_COLUMN: [],
             PROMPT_COLUMN: [],
         }
+        # Words the parser treats as bare labels / label annotations: the prompt's names and the dataset's.
         label_names = [self._label_name(label, request) for label in sorted({job.target.label for job in jobs})]
+        label_names += [str(name) for name in request.label_names or []]
         prompt_tokens = generated_tokens = num_empty = num_junk = 0
         seconds = 0.0
         batches = range(0, len(jobs), self.batch_size)
@@ -479,6 +481,8 @@ class TextGenerationGenerator:
 def _check_request(request: GenerationRequest) -> None:
     if not isinstance(request, GenerationRequest):
         raise TypeError(f"generate expects a GenerationRequest, got {type(request).__name__}.")
+    if not isinstance(request.seed, int) or request.seed < 0:
+        raise ValueError(f"request.seed must be a non-negative integer, got {request.seed!r}.")
     if request.candidates_per_sample < 1:
         raise ValueError(f"request.candidates_per_sample must be >= 1, got {request.candidates_per_sample}.")
     if request.input_column == request.label_column:
