@@ -493,10 +493,11 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             if quota > 0
         ]
 
-    def _seed_examples(self, targets: list[SynthesisTarget]) -> dict[int, list[Any]]:
-        examples: dict[int, list[Any]] = {}
+    def _seed_examples(self, targets: list[SynthesisTarget]) -> dict[int, list[tuple[int, Any]]]:
+        """Every target's `(example_id, example)`, grouped by label: few-shot material shared across processes."""
+        examples: dict[int, list[tuple[int, Any]]] = {}
         for target in targets:
-            examples.setdefault(target.label, []).append(target.example)
+            examples.setdefault(target.label, []).append((target.example_id, target.example))
         return examples
 
     def _generate_stage(self, targets: list[SynthesisTarget], cycle: int) -> Dataset:

@@ -63,8 +63,8 @@ class GenerationRequest:
         input_column (`str`): Name of the column holding inputs (text or image) in the real data.
         label_column (`str`): Name of the label column.
         label_names (`list[str]`, *optional*): Human-readable class names (prompts, class-conditional pipelines).
-        seed_examples (`dict[int, list[Any]]`): More uncertain real examples per label, for few-shot
-            prompting.
+        seed_examples (`dict[int, list[tuple[int, Any]]]`): Every target's `(example_id, example)`, grouped by label:
+            more uncertain real examples for few-shot prompting (empty for the untargeted baseline).
         estimator (`UncertaintyEstimator`, *optional*): The fitted estimator, for gradient guidance.
         targeted (`bool`): False for the untargeted baseline: generators must then ignore the seed examples and
             any guidance, and sample plain class-conditional data.
@@ -77,7 +77,7 @@ class GenerationRequest:
     input_column: str
     label_column: str
     label_names: list[str] | None = None
-    seed_examples: dict[int, list[Any]] = field(default_factory=dict)
+    seed_examples: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
     estimator: UncertaintyEstimator | None = None
     targeted: bool = True
 

@@ -1,0 +1,91 @@
+"""The `hf-active-synth` command.
+
+    hf-active-synth run CONFIG.yaml [--arg value ...]       run a recipe; CONFIG names it with `recipe: image|text`
+    hf-active-synth compare CONFIG.yaml [--arg value ...]   every baseline + active synthesis over seeds, report.md
+    hf-active-synth report OUTPUT_DIR                        print a finished run's (or comparison's) tables, plots
+
+Recipes can also be launched directly, under Accelerate: `accelerate launch recipes/image_classification.py ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .evaluation.analysis import load_history
+from .evaluation.compare import EXTRAS_FILE
+from .evaluation.report import build_report, render_results_table
+from .recipes.parsing import read_yaml_config
+
+
+def _recipes() -> dict[str, Callable[[list[str]], object]]:
+    # Imported lazily: each recipe pulls in its generator stack (diffusers or an LLM).
+    def image(args: list[str]) -> object:
+        from .recipes.image_classification import cli
+
+        return cli(args)
+
+    def text(args: list[str]) -> object:
+        from .recipes.text_classification import cli
+
+        return cli(args)
+
+    return {"image": image, "image_classification": image, "text": text, "text_classification": text}
+
+
+def _run(config_path: str, extra: list[str], compare: bool) -> None:
+    values = read_yaml_config(config_path)
+    recipes = _recipes()
+    recipe = values.get("recipe")
+    if recipe not in recipes:
+        raise SystemExit(
+            f"{config_path} must name its recipe with `recipe: image` or `recipe: text` (got {recipe!r})."
+        )
+    args = ["--config", config_path, *extra]
+    if compare:
+        args += ["--compare", "true"]
+    recipes[recipe](args)
+
+
+def _report(output_dir: str) -> None:
+    root = Path(output_dir)
+    if (root / "history.json").is_file():
+        results = {"active_synthesis": [load_history(root)]}
+        extras = None
+    else:
+        runs = sorted(root.glob("*/seed-*/history.json"))
+        if not runs:
+            raise SystemExit(f"No history.json in {root} nor in {root}/<method>/seed-*/: is it a finished run?")
+        results, extras = {}, {}
+        for path in runs:
+            method = path.parent.parent.name
+            results.setdefault(method, []).append(load_history(path))
+            extras_path = path.parent / EXTRAS_FILE
+            extras.setdefault(method, []).append(json.loads(extras_path.read_text()) if extras_path.is_file() else {})
+    print(render_results_table(results, extras))
+    report = build_report(results, root / "report", extras=extras)
+    print(f"\nReport and plots written to {report.parent}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="hf-active-synth", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("run", "Run a recipe from a YAML config."), ("compare", "Compare every method.")):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("config", help="YAML config with a `recipe:` key (image or text).")
+    report = commands.add_parser("report", help="Tables and plots of a finished run or comparison.")
+    report.add_argument("output_dir")
+    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "report":
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        _report(args.output_dir)
+    else:
+        _run(args.config, extra, compare=args.command == "compare")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The recipes' code, importable so that `recipes/*.py` scripts and the `hf-active-synth` command share it."""

@@ -1,0 +1,295 @@
+"""Image classification with diffusion-guided active synthesis (the code behind `recipes/image_classification.py`).
+
+Default (offline, embedded): scikit-learn's 8x8 digits with 10 labelled images per class, a tiny ResNet classifier,
+a deep ensemble, and a class-conditional DDPM trained on the real training split (cached in the output dir) whose
+sampling is guided towards ensemble disagreement while keeping the label.
+
+With hardware and network: `--dataset_name` (a Hub id or a local `imagefolder`), `--model_name_or_path` (any
+`AutoModelForImageClassification` checkpoint) and `--pipeline_name_or_path` (a Stable Diffusion checkpoint; prompts
+from `--prompt_template`, img2img from the uncertain real images with `--strength`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate import PartialState
+from datasets import ClassLabel, Dataset, load_dataset
+from transformers import AutoImageProcessor, AutoModelForImageClassification, HfArgumentParser
+
+from ..config import ActiveSynthesisConfig
+from ..digits import (
+    DIGITS_LABEL_NAMES,
+    digits_to_model_inputs,
+    make_digits_classifier,
+    preprocess_digits,
+    split_digits,
+    train_class_conditional_ddpm,
+)
+from ..evaluation.compare import run_comparison
+from ..filters import ExactDuplicateFilter, LabelAgreementFilter
+from ..filters.image import NearCopyFilter, NearDuplicateFilter, RealismFilter
+from ..generators.diffusion import DiffusionGenerator
+from ..trainer import ActiveSynthesisTrainer
+from .parsing import parse_args_and_config
+
+logger = logging.getLogger(__name__)
+
+IMAGE_CORRUPTIONS = {"gaussian_noise": [1, 3, 5], "gaussian_blur": [1, 3, 5], "occlusion": [1, 3, 5], "rotation": [1, 3, 5]}
+
+# Recipe defaults on top of ActiveSynthesisConfig's (every one can be overridden by --config or the command line).
+RECIPE_DEFAULTS: dict[str, Any] = {
+    "output_dir": "runs/digits",
+    "input_column": "image",
+    "num_cycles": 3,
+    "synthetic_samples_per_cycle": 100,
+    "targets_per_class": 5,
+    "candidates_per_sample": 3,
+    "synthetic_loss_weight": 0.3,
+    "uncertainty_method": "deep_ensemble",
+    "ensemble_size": 5,
+    "acquisition_function": "bald",
+    "plateau_patience": 3,
+    "num_train_epochs": 15,
+    "member_num_train_epochs": 15,
+    "learning_rate": 3e-3,
+    "per_device_train_batch_size": 32,
+    "per_device_eval_batch_size": 256,
+    "logging_strategy": "no",
+    "disable_tqdm": True,
+    "dataloader_num_workers": 0,
+}
+
+
+@dataclass
+class ImageScriptArguments:
+    """Data, generator and run-mode arguments of the image recipe."""
+
+    dataset_name: str | None = field(
+        default=None,
+        metadata={"help": "Hub id or local folder of an image-classification dataset; default: scikit-learn digits."},
+    )
+    train_split: str = field(default="train", metadata={"help": "Split with the labelled training images."})
+    test_split: str = field(default="test", metadata={"help": "Split with the held-out test images."})
+    train_per_class: int = field(default=10, metadata={"help": "Labelled real training images kept per class."})
+    eval_fraction: float = field(
+        default=0.25, metadata={"help": "Share of the non-training images used for validation (the rest is the pool)."}
+    )
+    split_seed: int = field(default=0, metadata={"help": "Seed of the data splits (shared by every method and seed)."})
+    pipeline_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A diffusers (Stable Diffusion) checkpoint; default: train a class-conditional DDPM."},
+    )
+    prompt_template: str = field(
+        default="a photo of {label_name}", metadata={"help": "Stable Diffusion prompt per class."}
+    )
+    strength: float | None = field(
+        default=None, metadata={"help": "img2img strength from the uncertain real image; default: from noise."}
+    )
+    ddpm_train_steps: int = field(default=600, metadata={"help": "Training steps of the digits DDPM."})
+    num_inference_steps: int = field(default=50, metadata={"help": "Denoising steps per sample."})
+    guidance_scale: float = field(default=0.5, metadata={"help": "Weight of the ensemble-disagreement gradient."})
+    label_scale: float = field(default=0.5, metadata={"help": "Weight of the label-keeping gradient."})
+    max_other_probability: float = field(
+        default=0.9,
+        metadata={"help": "Label agreement: reject a sample the ensemble gives another class above this."},
+    )
+    near_copy_threshold: float = field(
+        default=0.04, metadata={"help": "Privacy: reject samples closer than this (RMS pixel distance) to a real one."}
+    )
+    resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last cycle."})
+    compare: bool = field(
+        default=False,
+        metadata={"help": "Run real-only, random-synthetic, BALD active learning and active synthesis over seeds."},
+    )
+    compare_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds for --compare."})
+
+
+@dataclass
+class ImageModelArguments:
+    """Which classifier to train."""
+
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "An image-classification checkpoint; default: a tiny digits classifier."}
+    )
+    architecture: Literal["resnet", "convnext"] = field(
+        default="resnet", metadata={"help": "Tiny digits classifier architecture (when no checkpoint is given)."}
+    )
+
+
+@dataclass
+class ImageTask:
+    """Everything one run needs besides its config: data splits, classifier factory, preprocessing, generator."""
+
+    train: Dataset
+    validation: Dataset
+    pool: Dataset
+    test: Dataset
+    label_names: list[str]
+    make_model: Any
+    preprocess: Any
+    processing_class: Any
+    generator: DiffusionGenerator
+
+
+def make_parser() -> HfArgumentParser:
+    parser = HfArgumentParser((ImageScriptArguments, ActiveSynthesisConfig, ImageModelArguments))
+    parser.set_defaults(**RECIPE_DEFAULTS)
+    return parser
+
+
+def _split_validation(rest: Dataset, fraction: float, seed: int, label_column: str) -> tuple[Dataset, Dataset]:
+    parts = rest.train_test_split(test_size=fraction, seed=seed, stratify_by_column=label_column)
+    return parts["test"], parts["train"]
+
+
+def load_task(script_args: ImageScriptArguments, config: ActiveSynthesisConfig, model_args: ImageModelArguments):
+    """Builds the data splits, the classifier factory and the guided diffusion generator."""
+    label_column = config.label_column
+    if script_args.dataset_name is None:
+        splits = split_digits(train_per_class=script_args.train_per_class, seed=script_args.split_seed)
+        validation, pool = _split_validation(splits["pool"], script_args.eval_fraction, script_args.split_seed,
+                                             label_column)
+        train, test, label_names = splits["train"], splits["test"], list(DIGITS_LABEL_NAMES)
+    else:
+        dataset = load_dataset(script_args.dataset_name)
+        full_train = dataset[script_args.train_split]
+        if not isinstance(full_train.features.get(label_column), ClassLabel):
+            raise ValueError(f"{script_args.dataset_name} needs a ClassLabel column {label_column!r}.")
+        label_names = list(full_train.features[label_column].names)
+        per_class = script_args.train_per_class * len(label_names)
+        parts = full_train.train_test_split(train_size=per_class, seed=script_args.split_seed,
+                                            stratify_by_column=label_column)
+        train = parts["train"]
+        validation, pool = _split_validation(parts["test"], script_args.eval_fraction, script_args.split_seed,
+                                             label_column)
+        test = dataset[script_args.test_split]
+
+    if model_args.model_name_or_path is None:
+        def make_model(seed: int) -> torch.nn.Module:
+            return make_digits_classifier(model_args.architecture, seed=seed)
+
+        processing_class = None
+
+        def preprocess(batch):
+            return preprocess_digits(batch, image_column=config.input_column)
+
+        to_model_inputs = digits_to_model_inputs
+    else:
+        processing_class = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
+
+        def make_model(seed: int) -> torch.nn.Module:
+            torch.manual_seed(seed)
+            return AutoModelForImageClassification.from_pretrained(
+                model_args.model_name_or_path,
+                num_labels=len(label_names),
+                id2label=dict(enumerate(label_names)),
+                label2id={name: i for i, name in enumerate(label_names)},
+                ignore_mismatched_sizes=True,
+            )
+
+        preprocess = None
+        to_model_inputs = _differentiable_processor(processing_class)
+
+    generator = _make_generator(script_args, config, train, to_model_inputs)
+    return ImageTask(train, validation, pool, test, label_names, make_model, preprocess, processing_class, generator)
+
+
+def _differentiable_processor(processor: Any):
+    """Resize + normalise like `processor`, in torch, so guidance gradients reach the pixels."""
+    size = processor.size
+    height, width = (size["height"], size["width"]) if "height" in size else (size["shortest_edge"],) * 2
+    mean = torch.tensor(processor.image_mean).view(1, -1, 1, 1)
+    std = torch.tensor(processor.image_std).view(1, -1, 1, 1)
+
+    def to_model_inputs(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        images = torch.nn.functional.interpolate(images, size=(height, width), mode="bilinear", antialias=True)
+        if images.shape[1] == 1 and mean.shape[1] == 3:
+            images = images.expand(-1, 3, -1, -1)
+        return {"pixel_values": (images - mean.to(images)) / std.to(images)}
+
+    return to_model_inputs
+
+
+def _make_generator(script_args, config, train: Dataset, to_model_inputs) -> DiffusionGenerator:
+    if script_args.pipeline_name_or_path is None:
+        # Train once (main process first), then every process loads the cached pipeline.
+        with PartialState().main_process_first():
+            pipeline = train_class_conditional_ddpm(
+                train,
+                Path(config.output_dir) / "ddpm",
+                image_column=config.input_column,
+                label_column=config.label_column,
+                num_train_steps=script_args.ddpm_train_steps,
+                seed=script_args.split_seed,
+            )
+        prompts = None
+    else:
+        from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+
+        auto = AutoPipelineForImage2Image if script_args.strength is not None else AutoPipelineForText2Image
+        pipeline = auto.from_pretrained(script_args.pipeline_name_or_path)
+        prompts = script_args.prompt_template
+    return DiffusionGenerator(
+        pipeline,
+        to_model_inputs,
+        prompts=prompts,
+        strength=script_args.strength,
+        guidance_scale=script_args.guidance_scale,
+        label_scale=script_args.label_scale,
+        acquisition="variance",
+        num_inference_steps=script_args.num_inference_steps,
+        name=f"diffusion:{script_args.pipeline_name_or_path or 'digits-ddpm'}",
+        show_progress=not config.disable_tqdm,
+    )
+
+
+def build_trainer(task: ImageTask, config: ActiveSynthesisConfig, script_args: ImageScriptArguments):
+    """The trainer of one run (the model is seeded with the run's seed)."""
+    filters = [
+        LabelAgreementFilter(max_other_probability=script_args.max_other_probability),
+        ExactDuplicateFilter(),
+        NearDuplicateFilter(),
+        NearCopyFilter(threshold=script_args.near_copy_threshold),
+        RealismFilter(),
+    ]
+    return ActiveSynthesisTrainer(
+        model=task.make_model(config.seed),
+        args=config,
+        train_dataset=task.train,
+        eval_dataset=task.validation,
+        processing_class=task.processing_class,
+        preprocess=task.preprocess,
+        generator=task.generator,
+        filters=filters,
+    )
+
+
+def main(script_args: ImageScriptArguments, config: ActiveSynthesisConfig, model_args: ImageModelArguments):
+    """Runs active synthesis once (or, with `--compare`, every method over `--compare_seeds`)."""
+    task = load_task(script_args, config, model_args)
+    if script_args.compare:
+        report = run_comparison(
+            lambda run_config: build_trainer(task, run_config, script_args),
+            config,
+            config.output_dir,
+            test_dataset=task.test,
+            acquisition_pool=task.pool,
+            seeds=script_args.compare_seeds,
+            corruptions=IMAGE_CORRUPTIONS,
+            label_names=task.label_names,
+        )
+        logger.info("Comparison report: %s", report)
+        return report
+    trainer = build_trainer(task, config, script_args)
+    history = trainer.run_cycles(resume=script_args.resume)
+    return history
+
+
+def cli(args: list[str] | None = None):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return main(*parse_args_and_config(make_parser(), args))

@@ -1,0 +1,57 @@
+"""Command-line parsing for the recipes: `HfArgumentParser` plus a `--config file.yaml` whose values the command
+line overrides (the trl convention)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+
+def read_yaml_config(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file, with a clear error when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Config file {path} does not exist.")
+    values = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping of argument names to values, got {type(values).__name__}.")
+    return values
+
+
+def parse_args_and_config(parser: HfArgumentParser, args: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """Parses `args` (default: `sys.argv[1:]`) into the parser's dataclasses, reading `--config FILE` first.
+
+    Values from the YAML file become defaults; anything given on the command line wins. Unknown YAML keys are an
+    error naming them (a typo must not be silently ignored).
+    """
+    args = list(sys.argv[1:] if args is None else args)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, remaining = pre.parse_known_args(args)
+    if known.config:
+        values = read_yaml_config(known.config)
+        values.pop("recipe", None)  # which recipe to run: read by the `hf-active-synth` command, not an argument
+        destinations = {action.dest for action in parser._actions}
+        unknown = sorted(set(values) - destinations)
+        if unknown:
+            raise ValueError(f"Unknown keys in {known.config}: {unknown}. Check the spelling against `--help`.")
+        parser.set_defaults(**values)
+        # Required arguments supplied by the file are no longer required on the command line.
+        for action in parser._actions:
+            if action.dest in values:
+                action.required = False
+    parser.add_argument("--config", default=None, help="A YAML file of arguments; the command line overrides it.")
+    namespace = parser.parse_args(remaining)
+    delattr(namespace, "config")
+    outputs = []
+    for dtype in parser.dataclass_types:
+        keys = {field.name for field in dataclasses.fields(dtype) if field.init}
+        outputs.append(dtype(**{k: v for k, v in vars(namespace).items() if k in keys}))
+    return tuple(outputs)
