@@ -224,10 +224,12 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
     # ------------------------------------------------------------------ building blocks
 
     def _default_estimator(self) -> UncertaintyEstimator:
+        # Members are seeded apart from the main model (seeded with `args.seed`), so none of them is its twin.
+        seed = self.args.seed + 1
         estimators: dict[str, Callable[[], UncertaintyEstimator]] = {
-            "deep_ensemble": lambda: DeepEnsemble(self.args.ensemble_size, seed=self.args.seed),
-            "lora_ensemble": lambda: LoRAEnsemble(self.args.ensemble_size, seed=self.args.seed),
-            "mc_dropout": lambda: MCDropout(self.args.ensemble_size, seed=self.args.seed),
+            "deep_ensemble": lambda: DeepEnsemble(self.args.ensemble_size, seed=seed),
+            "lora_ensemble": lambda: LoRAEnsemble(self.args.ensemble_size, seed=seed),
+            "mc_dropout": lambda: MCDropout(self.args.ensemble_size, seed=seed),
         }
         return estimators[self.args.uncertainty_method]()
 
