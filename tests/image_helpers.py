@@ -145,3 +145,30 @@ def tiny_stable_diffusion(seed: int = 0, img2img: bool = False):
     """A tiny random `StableDiffusionPipeline` (or `StableDiffusionImg2ImgPipeline`)."""
     cls = StableDiffusionImg2ImgPipeline if img2img else StableDiffusionPipeline
     return cls(**tiny_stable_diffusion_components(seed))
+
+
+class ModelEnsemble:
+    """Deep-ensemble test double: K classifiers whose logits are stacked to `[B, C, K]` (differentiable)."""
+
+    def __init__(self, models: list[torch.nn.Module]):
+        self.models = models
+        self.num_members = len(models)
+
+    def member_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack([model(**inputs).logits for model in self.models], dim=-1)
+
+
+def train_classifier(model: torch.nn.Module, pixel_values, labels, epochs: int = 10, seed: int = 0, lr: float = 3e-3):
+    """A few epochs of AdamW on in-memory tensors (seeded shuffles); returns the model in eval mode, frozen."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(labels), 32):
+            rows = order[start : start + 32]
+            loss = model(pixel_values=pixel_values[rows], labels=labels[rows]).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval().requires_grad_(False)

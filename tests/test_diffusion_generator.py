@@ -127,10 +127,19 @@ def test_callback_changes_latents_only_when_scaled(ensemble):
     latents = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([3, 7])
     timestep = pipeline.scheduler.timesteps[2]
-    for guidance_scale, label_scale in [(0.3, 0.0), (0.0, 0.3)]:
-        callback = _callback(ensemble, labels, guidance_scale=guidance_scale, label_scale=label_scale)
+    moved = []
+    for guidance_scale, label_scale, backprop in [(0.3, 0.0, False), (0.0, 0.3, False), (0.3, 0.0, True)]:
+        callback = _callback(
+            ensemble,
+            labels,
+            guidance_scale=guidance_scale,
+            label_scale=label_scale,
+            backprop_through_denoiser=backprop,
+        )
         out = callback(pipeline, 2, timestep, {"latents": latents.clone(), "class_labels": labels})
         assert not torch.allclose(out["latents"], latents)
+        moved.append(out["latents"] - latents)
+    assert not torch.allclose(moved[0], moved[2])  # differentiating through the UNet changes the direction
     callback = _callback(ensemble, labels, guidance_scale=0.0, label_scale=0.0)
     out = callback(pipeline, 2, timestep, {"latents": latents.clone(), "class_labels": labels})
     assert torch.equal(out["latents"], latents)

@@ -81,17 +81,18 @@ class DiffusionGenerator:
             formatted with `label` (the id) and `label_name`. Defaults to `"a photo of {label_name}"`.
         strength (`float`, *optional*): If set, targeted candidates start from the target's real image noised to
             this strength (img2img / SDEdit); if `None`, from pure noise.
-        guidance_scale (`float`, defaults to 0.5): Weight of the disagreement gradient (see
+        guidance_scale (`float`, defaults to 0.2): Weight of the disagreement gradient (see
             `EnsembleGuidanceCallback`). Stable Diffusion's classifier-free guidance scale goes in
             `pipeline_kwargs={"guidance_scale": ...}`.
-        label_scale (`float`, defaults to 0.5): Weight of the `log p̄(y=c|x̂0)` gradient that keeps the label.
+        label_scale (`float`, defaults to 0.1): Weight of the `log p̄(y=c|x̂0)` gradient that keeps the label.
         acquisition (`str` or `Callable`, defaults to `"variance"`): The disagreement measure guided on.
         guidance_start (`float`, defaults to 0.0): First guided fraction of the schedule.
         guidance_end (`float`, defaults to 1.0): Guidance stops from this fraction of the schedule on.
-        guidance_decay (`float`, defaults to 0.0): Exponent of the `(1 - i/N)` step-size decay.
+        guidance_decay (`float`, defaults to 1.0): Exponent of the `(1 - i/N)` step-size decay.
         normalize_gradient (`bool`, defaults to `True`): RMS-normalize each gradient per sample.
-        backprop_through_denoiser (`bool`, defaults to `True`): Differentiate `x̂0` through the denoiser.
-        num_inference_steps (`int`, defaults to 50): Denoising steps.
+        backprop_through_denoiser (`bool`, defaults to `False`): Also differentiate `x̂0` through the denoiser
+            (slower; see `EnsembleGuidanceCallback`).
+        num_inference_steps (`int`, defaults to 25): Denoising steps.
         batch_size (`int`, defaults to 32): Images per pipeline call.
         pipeline_kwargs (`dict`, *optional*): Extra keyword arguments for every pipeline call (`eta`,
             `guidance_scale`, `negative_prompt`, `height`, ...).
@@ -103,7 +104,7 @@ class DiffusionGenerator:
     Example:
 
     ```py
-    >>> generator = DiffusionGenerator(pipeline, to_model_inputs=digits_to_model_inputs, guidance_scale=0.5)
+    >>> generator = DiffusionGenerator(pipeline, to_model_inputs=digits_to_model_inputs, guidance_scale=0.2)
     >>> candidates = generator.generate(request)  # a datasets.Dataset with image, label and synth_* columns
     ```
     """
@@ -115,15 +116,15 @@ class DiffusionGenerator:
         *,
         prompts: str | Sequence[str] | None = None,
         strength: float | None = None,
-        guidance_scale: float = 0.5,
-        label_scale: float = 0.5,
+        guidance_scale: float = 0.2,
+        label_scale: float = 0.1,
         acquisition: str | AcquisitionFunction = "variance",
         guidance_start: float = 0.0,
         guidance_end: float = 1.0,
-        guidance_decay: float = 0.0,
+        guidance_decay: float = 1.0,
         normalize_gradient: bool = True,
-        backprop_through_denoiser: bool = True,
-        num_inference_steps: int = 50,
+        backprop_through_denoiser: bool = False,
+        num_inference_steps: int = 25,
         batch_size: int = 32,
         pipeline_kwargs: Mapping[str, Any] | None = None,
         to_image: Callable[[torch.Tensor], PIL.Image.Image] | None = None,

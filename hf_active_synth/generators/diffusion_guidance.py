@@ -86,16 +86,18 @@ class EnsembleGuidanceCallback(PipelineCallback):
         class_labels (`torch.Tensor`): Intended class of each sample in the batch, shape `[B]`.
         conditioning (`str`, defaults to `"class_labels"`): What conditions the denoiser: `"class_labels"`
             (`ClassConditionalImagePipeline`) or `"prompt_embeds"` (Stable Diffusion pipelines).
-        guidance_scale (`float`, defaults to 0.5): Weight of the disagreement gradient.
-        label_scale (`float`, defaults to 0.5): Weight of the `log p̄(y=c|x̂0)` gradient.
+        guidance_scale (`float`, defaults to 0.2): Weight of the disagreement gradient.
+        label_scale (`float`, defaults to 0.1): Weight of the `log p̄(y=c|x̂0)` gradient.
         acquisition (`str` or `Callable`, defaults to `"variance"`): Disagreement measure, a name in
             `hf_active_synth.acquisition.ACQUISITION_FUNCTIONS` or a function of logits `[N, C, K]` → `[N]`.
         guidance_start (`float`, defaults to 0.0): First fraction of the schedule that is guided.
         guidance_end (`float`, defaults to 1.0): Guidance stops from this fraction of the schedule on.
-        guidance_decay (`float`, defaults to 0.0): Exponent of the `(1 - i/N)` decay of the step size (0 = flat).
+        guidance_decay (`float`, defaults to 1.0): Exponent of the `(1 - i/N)` decay of the step size (0 = flat).
         normalize_gradient (`bool`, defaults to `True`): RMS-normalize each gradient per sample.
-        backprop_through_denoiser (`bool`, defaults to `True`): Differentiate `x̂0` through the denoiser (as the
-            CLIP-guided pipeline does); `False` treats the noise prediction as constant (cheaper, cruder).
+        backprop_through_denoiser (`bool`, defaults to `False`): Differentiate `x̂0` through the denoiser too (as
+            the CLIP-guided pipeline does). `False` treats the noise prediction as constant, so `∂x̂0/∂x_t =
+            1/sqrt(ᾱ_t)`: about twice as fast, and on 8x8 digits it raised disagreement as much at equal label
+            agreement. The VAE decoder of latent pipelines is differentiated either way.
     """
 
     ignore_for_config = ["estimator", "to_model_inputs", "class_labels", "acquisition"]
@@ -108,14 +110,14 @@ class EnsembleGuidanceCallback(PipelineCallback):
         to_model_inputs: ImagesToModelInputs,
         class_labels: torch.Tensor,
         conditioning: Conditioning = "class_labels",
-        guidance_scale: float = 0.5,
-        label_scale: float = 0.5,
+        guidance_scale: float = 0.2,
+        label_scale: float = 0.1,
         acquisition: str | AcquisitionFunction = "variance",
         guidance_start: float = 0.0,
         guidance_end: float = 1.0,
-        guidance_decay: float = 0.0,
+        guidance_decay: float = 1.0,
         normalize_gradient: bool = True,
-        backprop_through_denoiser: bool = True,
+        backprop_through_denoiser: bool = False,
     ):
         # `PipelineCallback.__init__` only registers its CFG-cutoff options, which mean nothing here.
         if not hasattr(estimator, "member_logits"):
