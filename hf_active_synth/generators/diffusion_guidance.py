@@ -191,7 +191,10 @@ class EnsembleGuidanceCallback(PipelineCallback):
         if vae is not None:  # latent diffusion: x̂0 is a VAE latent
             shift = getattr(vae.config, "shift_factor", None) or 0.0
             original = vae.decode(original / vae.config.scaling_factor + shift, return_dict=False)[0]
-        return (original / 2 + 0.5).clamp(0, 1)
+        images = original / 2 + 0.5
+        # Straight-through clamp: the ensemble sees valid [0, 1] images, but saturated pixels (common in early, noisy
+        # x̂0 estimates) still pass gradient; a plain clamp would zero it there.
+        return images + (images.clamp(0, 1) - images).detach()
 
     def _gradients(
         self, pipeline: Any, latents: torch.Tensor, noise_timestep: int, callback_kwargs: dict[str, Any]
