@@ -29,6 +29,9 @@ os.environ["HF_HOME"] = str(_HF_HOME)
 os.environ["HF_DATASETS_CACHE"] = str(_HF_HOME / "datasets")
 os.environ.pop("HF_TOKEN", None)
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
+# The test models are tiny: one intra-op thread is as fast, and it cannot be oversubscribed when tests or
+# subprocesses (accelerate launch) run side by side on a small machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["WANDB_DISABLED"] = "true"
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"

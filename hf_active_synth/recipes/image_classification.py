@@ -91,9 +91,9 @@ class ImageScriptArguments:
         default=None, metadata={"help": "img2img strength from the uncertain real image; default: from noise."}
     )
     ddpm_train_steps: int = field(default=600, metadata={"help": "Training steps of the digits DDPM."})
-    num_inference_steps: int = field(default=50, metadata={"help": "Denoising steps per sample."})
-    guidance_scale: float = field(default=0.5, metadata={"help": "Weight of the ensemble-disagreement gradient."})
-    label_scale: float = field(default=0.5, metadata={"help": "Weight of the label-keeping gradient."})
+    num_inference_steps: int = field(default=25, metadata={"help": "Denoising steps per sample."})
+    guidance_scale: float = field(default=0.2, metadata={"help": "Weight of the ensemble-disagreement gradient."})
+    label_scale: float = field(default=0.1, metadata={"help": "Weight of the label-keeping gradient."})
     max_other_probability: float = field(
         default=0.9,
         metadata={"help": "Label agreement: reject a sample the ensemble gives another class above this."},

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from transformers import HfArgumentParser
+
+logger = logging.getLogger(__name__)
 
 
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
@@ -30,7 +35,10 @@ def parse_args_and_config(parser: HfArgumentParser, args: Sequence[str] | None =
 
     Values from the YAML file become defaults; anything given on the command line wins. Unknown YAML keys are an
     error naming them (a typo must not be silently ignored).
+
+    Call it before anything else touches Accelerate's state: see [`use_cpu_processes_without_accelerator`].
     """
+    use_cpu_processes_without_accelerator()
     args = list(sys.argv[1:] if args is None else args)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
@@ -55,3 +63,30 @@ def parse_args_and_config(parser: HfArgumentParser, args: Sequence[str] | None =
         keys = {field.name for field in dataclasses.fields(dtype) if field.init}
         outputs.append(dtype(**{k: v for k, v in vars(namespace).items() if k in keys}))
     return tuple(outputs)
+
+
+def _has_accelerator() -> bool:
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, ...
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+
+
+def use_cpu_processes_without_accelerator() -> bool:
+    """Makes a multi-process launch on a machine without accelerators one CPU process group, not N separate runs.
+
+    `accelerate launch --multi_gpu --num_processes N` (or a config with `distributed_type: MULTI_GPU`, like
+    `recipes/accelerate_configs/cpu_2proc.yaml`) starts N processes through torchrun. On a machine with no GPU,
+    Accelerate only builds a (gloo) process group when it is told to use the CPU; otherwise every process believes
+    it is alone and all of them would run the whole loop and write the same `output_dir`. So when this process is
+    one of several (`WORLD_SIZE > 1`) and no accelerator is visible, this sets `ACCELERATE_USE_CPU=true`, which
+    `TrainingArguments` reads when it sets up its devices. (`accelerate launch --cpu --num_processes N` is not such a
+    launch: without `--mpirun_hostfile`, Accelerate 1.x starts a single process for it.)
+
+    Returns:
+        `bool`: Whether the variable was set here.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1 or _has_accelerator() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
+        return False
+    os.environ["ACCELERATE_USE_CPU"] = "true"
+    logger.info("%d processes and no accelerator: running them as one CPU (gloo) process group.", world_size)
+    return True

@@ -63,7 +63,7 @@ class TextScriptArguments:
     )
     train_file: str | None = field(default=None, metadata={"help": "Local CSV/TSV/JSON/parquet training file."})
     test_file: str | None = field(default=None, metadata={"help": "Local CSV/TSV/JSON/parquet test file."})
-    label_names: list[str] = field(
+    class_names: list[str] = field(
         default_factory=lambda: ["negative", "positive"], metadata={"help": "Class names for local files."}
     )
     train_budget: int = field(default=64, metadata={"help": "Labelled real training sentences (class-balanced)."})
@@ -126,7 +126,7 @@ def _load_splits(script_args: TextScriptArguments, text_column: str, label_colum
             raise ValueError(f"Unsupported file type .{extension}: use csv, tsv, json, jsonl or parquet.")
         kwargs = {"delimiter": "\t"} if extension == "tsv" else {}
         data = load_dataset(builder, data_files=files, **kwargs)
-        data = data.cast_column(label_column, ClassLabel(names=script_args.label_names))
+        data = data.cast_column(label_column, ClassLabel(names=script_args.class_names))
         carved = data["train"].train_test_split(test_size=0.2, seed=script_args.split_seed)
         return DatasetDict({"train": carved["train"], "validation": carved["test"], "test": data["test"]})
     if script_args.dataset_path is not None:
