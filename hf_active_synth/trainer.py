@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import resource
 import sys
 import time
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate.utils import broadcast_object_list, gather_object
@@ -54,7 +56,8 @@ logger = logging.getLogger(__name__)
 
 # Offsets that give every stage of every cycle its own seed, so a resumed run replays the same random streams.
 _STAGE_SEED_OFFSETS = {"train": 0, "estimate": 1, "generate": 2, "select": 3}
-_TIMING_SUFFIXES = ("_runtime", "_per_second")
+# `_model_preparation_time`: the Trainer adds it to the first evaluation after wrapping the model (e.g. in DDP).
+_TIMING_SUFFIXES = ("_runtime", "_per_second", "_preparation_time")
 
 
 class SyntheticWeightedLossMixin:
@@ -356,6 +359,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         return history
 
     def _check_ready_for_cycles(self) -> None:
+        self._check_process_group()
         self.check_model_returns_logits()
         if not self.args.synthesizes:
             return
@@ -363,6 +367,21 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             raise ValueError("`run_cycles` needs a generator: pass `generator=` to ActiveSynthesisTrainer.")
         if not callable(getattr(self.generator, "generate", None)):
             raise TypeError(f"The generator {type(self.generator).__name__} has no `generate(request)` method.")
+
+    def _check_process_group(self) -> None:
+        """Refuses to run when this process was launched as one of several but Accelerate set up fewer.
+
+        That happens, for instance, with `accelerate launch --multi_gpu` (torchrun) on a machine without GPUs and
+        without `use_cpu`: each process then runs the whole loop alone and all of them write the same `output_dir`.
+        """
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size > 1 and self.accelerator.num_processes != world_size:
+            raise ValueError(
+                f"This process was launched as one of {world_size} (WORLD_SIZE) but Accelerate set up "
+                f"{self.accelerator.num_processes} process(es), so every process would run and save the whole loop. "
+                "On a machine without GPUs pass `--use_cpu true` (or set ACCELERATE_USE_CPU=1) so the processes form "
+                "one CPU process group; see recipes/accelerate_configs/cpu_2proc.yaml."
+            )
 
     def _run_cycle_zero(self, store: CycleStore, history: ActiveSynthesisHistory) -> torch.Tensor:
         timer = _StageTimer()
@@ -508,7 +527,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             request = GenerationRequest(
                 targets=list(local_targets),
                 cycle=cycle,
-                seed=self._stage_seed(cycle, "generate"),
+                seed=self._generation_seed(cycle),
                 candidates_per_sample=self.args.candidates_per_sample,
                 input_column=self.args.input_column,
                 label_column=self.args.label_column,
@@ -518,6 +537,14 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
                 targeted=self.args.targeted,
             )
             local = self.generator.generate(request) if local_targets else None
+            logger.info(
+                "process %d/%d generated %d candidates for %d of %d targets",
+                self.accelerator.process_index,
+                self.accelerator.num_processes,
+                0 if local is None else len(local),
+                len(local_targets),
+                len(targets),
+            )
         if self.accelerator.num_processes > 1:
             parts = [part for part in gather_object([local]) if part is not None and len(part) > 0]
             candidates = concatenate_datasets(parts) if parts else local
@@ -525,6 +552,17 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             candidates = local
         self._validate_candidates(candidates, targets)
         return candidates
+
+    def _generation_seed(self, cycle: int) -> int:
+        """This process's generation seed: the stage seed on process 0 (a single-process run is unaffected) and one
+        derived from (stage seed, process index) on the others, so shards never share a random stream (a generator
+        that seeds per batch would otherwise replay the same noise on every process) and the merged candidates are
+        deterministic for a given number of processes."""
+        seed = self._stage_seed(cycle, "generate")
+        process_index = self.accelerator.process_index
+        if process_index == 0:
+            return seed
+        return int(np.random.SeedSequence([seed, process_index]).generate_state(1)[0])
 
     def _validate_candidates(self, candidates: Any, targets: list[SynthesisTarget]) -> None:
         name = getattr(self.generator, "name", type(self.generator).__name__)
