@@ -163,8 +163,9 @@ class CycleStore:
         staging.mkdir(parents=True)
         return staging
 
-    def commit(self, cycle: int, staging: Path, result: CycleResult, synthetic: Dataset | None,
-               pool_logits: torch.Tensor) -> Path:
+    def commit(
+        self, cycle: int, staging: Path, result: CycleResult, synthetic: Dataset | None, pool_logits: torch.Tensor
+    ) -> Path:
         """Writes the cycle's data into `staging`, then publishes it atomically as `cycle-k/`."""
         if synthetic is not None and len(synthetic) > 0:
             synthetic.save_to_disk(str(staging / SYNTHETIC_DIR))

@@ -3,8 +3,8 @@
 import pytest
 import torch
 from datasets import Dataset
-from tiny import WordSwapGenerator, make_bert, make_text_dataset, make_tokenizer
 from test_cycles import make_args, make_trainer
+from tiny import WordSwapGenerator, make_bert, make_text_dataset, make_tokenizer
 
 from hf_active_synth import ActiveSynthesisConfig, ActiveSynthesisTrainer
 from hf_active_synth.cycle import CycleStore
@@ -65,8 +65,12 @@ def test_model_without_logits_fails_before_training(tmp_path):
 
     data = make_text_dataset(8)
     trainer = ActiveSynthesisTrainer(
-        model=Embedder(), args=make_args(tmp_path), train_dataset=data, eval_dataset=data,
-        processing_class=make_tokenizer(), generator=WordSwapGenerator(),
+        model=Embedder(),
+        args=make_args(tmp_path),
+        train_dataset=data,
+        eval_dataset=data,
+        processing_class=make_tokenizer(),
+        generator=WordSwapGenerator(),
     )
     with pytest.raises(TypeError, match="no logits"):
         trainer.run_cycles()
@@ -89,8 +93,11 @@ def test_generator_rows_without_labels(tmp_path):
 
 def test_missing_generator_fails_before_training(tmp_path):
     trainer = ActiveSynthesisTrainer(
-        model=make_bert(), args=make_args(tmp_path), train_dataset=make_text_dataset(8),
-        eval_dataset=make_text_dataset(8), processing_class=make_tokenizer(),
+        model=make_bert(),
+        args=make_args(tmp_path),
+        train_dataset=make_text_dataset(8),
+        eval_dataset=make_text_dataset(8),
+        processing_class=make_tokenizer(),
     )
     with pytest.raises(ValueError, match="needs a generator"):
         trainer.run_cycles()

@@ -12,8 +12,18 @@ from hf_active_synth import ActiveSynthesisConfig
 def test_command_line(tmp_path):
     (config,) = HfArgumentParser(ActiveSynthesisConfig).parse_args_into_dataclasses(
         [
-            "--output_dir", str(tmp_path), "--num_cycles", "5", "--synthetic_loss_weight", "0.5",
-            "--uncertainty_method", "lora_ensemble", "--acquisition_function", "variance", "--targeted", "false",
+            "--output_dir",
+            str(tmp_path),
+            "--num_cycles",
+            "5",
+            "--synthetic_loss_weight",
+            "0.5",
+            "--uncertainty_method",
+            "lora_ensemble",
+            "--acquisition_function",
+            "variance",
+            "--targeted",
+            "false",
         ]
     )
     assert config.num_cycles == 5 and config.synthetic_loss_weight == 0.5
@@ -34,8 +44,10 @@ def test_yaml(tmp_path):
 
 
 def test_help_renders():
-    script = "from transformers import HfArgumentParser; from hf_active_synth import ActiveSynthesisConfig; " \
-             "HfArgumentParser(ActiveSynthesisConfig).parse_args(['--help'])"
+    script = (
+        "from transformers import HfArgumentParser; from hf_active_synth import ActiveSynthesisConfig; "
+        "HfArgumentParser(ActiveSynthesisConfig).parse_args(['--help'])"
+    )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--synthetic_loss_weight" in result.stdout and "--plateau_patience" in result.stdout

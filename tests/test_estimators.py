@@ -153,11 +153,19 @@ def test_lora_ensemble_accepts_a_user_config(tmp_path):
 
 def test_estimators_work_on_a_plain_module(tmp_path):
     args = ActiveSynthesisConfig(
-        output_dir=str(tmp_path / "run"), input_column="features", use_cpu=True, disable_tqdm=True,
-        logging_strategy="no", num_train_epochs=2, per_device_train_batch_size=8, learning_rate=1e-2,
+        output_dir=str(tmp_path / "run"),
+        input_column="features",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_strategy="no",
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
+        learning_rate=1e-2,
     )
     trainer = ActiveSynthesisTrainer(
-        model=TinyMLP(), args=args, train_dataset=make_vector_dataset(32),
+        model=TinyMLP(),
+        args=args,
+        train_dataset=make_vector_dataset(32),
         compute_metrics=None,
     )
     trainer.train()

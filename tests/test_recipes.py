@@ -14,9 +14,26 @@ from hf_active_synth.recipes.parsing import parse_args_and_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_IMAGE_ARGS = [
-    "--train_per_class", "5", "--ddpm_train_steps", "30", "--num_inference_steps", "4", "--num_cycles", "1",
-    "--synthetic_samples_per_cycle", "10", "--targets_per_class", "1", "--candidates_per_sample", "2",
-    "--ensemble_size", "2", "--num_train_epochs", "2", "--member_num_train_epochs", "2",
+    "--train_per_class",
+    "5",
+    "--ddpm_train_steps",
+    "30",
+    "--num_inference_steps",
+    "4",
+    "--num_cycles",
+    "1",
+    "--synthetic_samples_per_cycle",
+    "10",
+    "--targets_per_class",
+    "1",
+    "--candidates_per_sample",
+    "2",
+    "--ensemble_size",
+    "2",
+    "--num_train_epochs",
+    "2",
+    "--member_num_train_epochs",
+    "2",
 ]
 
 
@@ -69,14 +86,39 @@ def test_text_recipe_end_to_end(tmp_path):
 
     history = cli(
         [
-            "--config", str(ROOT / "recipes" / "configs" / "sst2.yaml"), "--dataset_path", str(sst2),
-            "--output_dir", str(tmp_path / "sst2"), "--train_budget", "16", "--eval_size", "32", "--pool_size", "32",
-            "--num_cycles", "1", "--synthetic_samples_per_cycle", "4", "--targets_per_class", "2",
-            "--candidates_per_sample", "2", "--ensemble_size", "2", "--num_train_epochs", "1",
-            "--member_num_train_epochs", "1", "--max_new_tokens", "24", "--publish_cycles", "false",
+            "--config",
+            str(ROOT / "recipes" / "configs" / "sst2.yaml"),
+            "--dataset_path",
+            str(sst2),
+            "--output_dir",
+            str(tmp_path / "sst2"),
+            "--train_budget",
+            "16",
+            "--eval_size",
+            "32",
+            "--pool_size",
+            "32",
+            "--num_cycles",
+            "1",
+            "--synthetic_samples_per_cycle",
+            "4",
+            "--targets_per_class",
+            "2",
+            "--candidates_per_sample",
+            "2",
+            "--ensemble_size",
+            "2",
+            "--num_train_epochs",
+            "1",
+            "--member_num_train_epochs",
+            "1",
+            "--max_new_tokens",
+            "24",
+            "--publish_cycles",
+            "false",
         ]
     )
     assert [c.cycle for c in history.cycles] == [0, 1]
     assert 1 <= history.cycles[1].num_accepted <= 4
-    synthetic = (tmp_path / "sst2" / "cycle-1" / "synthetic")
+    synthetic = tmp_path / "sst2" / "cycle-1" / "synthetic"
     assert synthetic.is_dir()

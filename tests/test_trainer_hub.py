@@ -4,8 +4,8 @@ from pathlib import Path
 
 import torch
 from datasets import load_dataset, load_from_disk
-from tiny import WordSwapGenerator, make_bert, make_text_dataset, make_tokenizer
 from test_cycles import make_args
+from tiny import WordSwapGenerator, make_bert, make_text_dataset, make_tokenizer
 from transformers import BertForSequenceClassification
 
 from hf_active_synth import ActiveSynthesisTrainer
@@ -41,8 +41,13 @@ def test_local_hub_layout_by_default(tmp_path):
 
 def test_push_every_cycle_and_resume_from_the_hub(hub_server, tmp_path):
     trainer = trainer_for(
-        tmp_path, "pushed", num_cycles=1, push_cycles_to_hub=True, hub_model_id=MODEL_REPO,
-        hub_dataset_id=DATASET_REPO, hub_token=TOKEN,
+        tmp_path,
+        "pushed",
+        num_cycles=1,
+        push_cycles_to_hub=True,
+        hub_model_id=MODEL_REPO,
+        hub_dataset_id=DATASET_REPO,
+        hub_token=TOKEN,
     )
     trainer.run_cycles()
     local = tmp_path / "pushed"

@@ -107,9 +107,7 @@ class TinyMLP(nn.Module):
 
     def __init__(self, in_features: int = 8, num_labels: int = 2, dropout: float = 0.2):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_features, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, num_labels)
-        )
+        self.net = nn.Sequential(nn.Linear(in_features, 16), nn.ReLU(), nn.Dropout(dropout), nn.Linear(16, num_labels))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)

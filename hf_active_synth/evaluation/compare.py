@@ -49,7 +49,9 @@ TrainerFactory = Callable[[ActiveSynthesisConfig], Any]
 """Builds an `ActiveSynthesisTrainer` (model, data, generator) for a config whose seed and output_dir are set."""
 
 
-def method_config(config: ActiveSynthesisConfig, method: str, seed: int, output_dir: str | Path) -> ActiveSynthesisConfig:
+def method_config(
+    config: ActiveSynthesisConfig, method: str, seed: int, output_dir: str | Path
+) -> ActiveSynthesisConfig:
     """The config of one run: the user's config with the method's overrides, the seed and the run's folder."""
     if method not in METHOD_OVERRIDES:
         raise ValueError(f"Unknown method {method!r}; choose from {list(METHOD_OVERRIDES)}.")

@@ -1,0 +1,10 @@
+"""Generators propose synthetic candidates for a cycle's targets.
+
+`TextGenerationGenerator` (LLMs) and `DiffusionGenerator` (diffusers pipelines) are imported from their modules so
+that using one does not import the other's stack: `from hf_active_synth.generators.text import ...`.
+"""
+
+from .base import GenerationRequest, Generator, SynthesisTarget
+from .pool import PoolAcquisitionGenerator
+
+__all__ = ["GenerationRequest", "Generator", "PoolAcquisitionGenerator", "SynthesisTarget"]

@@ -59,17 +59,14 @@ def default_lora_config(model: nn.Module, num_labels: int, num_adapted_layers: i
     )
     if blocks is None:
         linear_names = sorted(
-            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)} - set(head_names)
+            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+            - set(head_names)
         )
         return LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=linear_names, modules_to_save=head_names)
     block_path, block_list = blocks
     num_adapted_layers = min(num_adapted_layers, len(block_list))
     linear_names = sorted(
-        {
-            name.rsplit(".", 1)[-1]
-            for name, module in block_list[-1].named_modules()
-            if isinstance(module, nn.Linear)
-        }
+        {name.rsplit(".", 1)[-1] for name, module in block_list[-1].named_modules() if isinstance(module, nn.Linear)}
     )
     return LoraConfig(
         r=rank,

@@ -88,4 +88,6 @@ class MCDropout(BatchedEstimator):
 
 
 def _cuda_devices(model: nn.Module) -> list[int]:
-    return sorted({p.device.index for p in model.parameters() if p.device.type == "cuda" and p.device.index is not None})
+    return sorted(
+        {p.device.index for p in model.parameters() if p.device.type == "cuda" and p.device.index is not None}
+    )
