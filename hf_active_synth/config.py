@@ -84,6 +84,11 @@ class ActiveSynthesisConfig(TrainingArguments):
         metadata={"help": "Epochs to train each ensemble member or LoRA adapter (default: num_train_epochs)."},
     )
 
+    member_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of each ensemble member or LoRA adapter (default: learning_rate)."},
+    )
+
     # Stopping.
     plateau_patience: int = field(
         default=1,
@@ -169,6 +174,8 @@ class ActiveSynthesisConfig(TrainingArguments):
             )
         if self.selection_strategy not in ("top", "random"):
             raise ValueError(f"`selection_strategy` must be 'top' or 'random', got {self.selection_strategy!r}.")
+        if self.member_learning_rate is not None and self.member_learning_rate <= 0:
+            raise ValueError(f"`member_learning_rate` must be > 0, got {self.member_learning_rate}.")
         if self.member_num_train_epochs is not None and self.member_num_train_epochs <= 0:
             raise ValueError(f"`member_num_train_epochs` must be > 0, got {self.member_num_train_epochs}.")
         if self.push_cycles_to_hub and not (self.hub_model_id or self.hub_dataset_id):

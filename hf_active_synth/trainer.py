@@ -274,6 +274,8 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             seed=seed,
             data_seed=seed,
             num_train_epochs=self.args.effective_member_epochs,
+            # LoRA adapters start at zero and usually want a larger step than full fine-tuning.
+            learning_rate=self.args.member_learning_rate or self.args.learning_rate,
             max_steps=-1,
             eval_strategy="no",
             save_strategy="no",

@@ -41,9 +41,10 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "ensemble_size": 5,
     "acquisition_function": "bald",
     "plateau_patience": 3,
-    "num_train_epochs": 8,
-    "member_num_train_epochs": 3,
-    "learning_rate": 5e-5,
+    "num_train_epochs": 5,
+    "member_num_train_epochs": 1,
+    "member_learning_rate": 1e-3,
+    "learning_rate": 1e-4,
     "per_device_train_batch_size": 16,
     "per_device_eval_batch_size": 64,
     "max_length": 64,
@@ -67,8 +68,8 @@ class TextScriptArguments:
         default_factory=lambda: ["negative", "positive"], metadata={"help": "Class names for local files."}
     )
     train_budget: int = field(default=64, metadata={"help": "Labelled real training sentences (class-balanced)."})
-    eval_size: int = field(default=500, metadata={"help": "Validation sentences used to measure each cycle."})
-    pool_size: int = field(default=1000, metadata={"help": "Held-back labelled rows for BALD active learning."})
+    eval_size: int = field(default=300, metadata={"help": "Validation sentences used to measure each cycle."})
+    pool_size: int = field(default=500, metadata={"help": "Held-back labelled rows for BALD active learning."})
     split_seed: int = field(default=0, metadata={"help": "Seed of the data sampling (shared by all methods)."})
     generator_name_or_path: str | None = field(
         default=None, metadata={"help": "Causal LM (Hub id, folder or .gguf); default: the shipped SmolLM2 GGUF."}
