@@ -300,12 +300,14 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         Args:
             dataset (`datasets.Dataset`): Rows to score: raw rows (`raw=True`, preprocessed here) or model inputs.
         """
-        inputs = (
-            to_model_inputs(dataset, self.preprocess, label_column=None, is_synthetic=False) if raw else dataset
-        )
-        indices = list(range(len(inputs)))
+        indices = list(range(len(dataset)))
         with self.accelerator.split_between_processes(indices) as shard:
-            local = self.estimator.predict(inputs.select(shard)) if shard else None
+            local = None
+            if shard:
+                # Each process preprocesses (not only scores) just its own contiguous share of the rows.
+                rows = dataset if len(shard) == len(dataset) else dataset.select(shard)
+                inputs = to_model_inputs(rows, self.preprocess, label_column=None, is_synthetic=False) if raw else rows
+                local = self.estimator.predict(inputs)
         if self.accelerator.num_processes == 1:
             return local
         shards = [part for part in gather_object([local]) if part is not None]
