@@ -354,9 +354,6 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
                 )
                 break
             pool_logits = self._run_cycle(cycle, store, history, pool_logits)
-        else:
-            if stopper.should_stop(history) and history.cycles[-1].cycle < self.args.num_cycles:
-                history.stop_reason = "validation plateau"
         if self.is_world_process_zero():
             store.write_history(history, self._public_config())
         logger.info("Active synthesis finished: %s", history.stop_reason)

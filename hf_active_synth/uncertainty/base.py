@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from ..modeling import extract_logits
 
@@ -47,6 +48,7 @@ class BatchedEstimator:
         self.collate_fn_: Callable = trainer.data_collator
         self.batch_size_: int = trainer.args.per_device_eval_batch_size
         self.device_: torch.device = trainer.args.device
+        self.show_progress_: bool = not trainer.args.disable_tqdm
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "collate_fn_"):
@@ -68,7 +70,8 @@ class BatchedEstimator:
             raise ValueError("Cannot estimate uncertainty on an empty dataset.")
         loader = DataLoader(dataset, batch_size=self.batch_size_, shuffle=False, collate_fn=self.collate_fn_)
         chunks = []
-        for batch in loader:
+        progress = tqdm(loader, desc=f"Scoring ({type(self).__name__})", disable=not self.show_progress_, leave=False)
+        for batch in progress:
             batch = {key: value for key, value in batch.items() if key not in _NON_MODEL_KEYS}
             chunks.append(self.member_logits(self._to_device(batch)).float().cpu())
         return torch.cat(chunks, dim=0)
