@@ -385,7 +385,7 @@ def render_dataset_card(
         configs (`Mapping[int, str]`): Cycle number -> configuration name, for the cycles that have samples.
         features (`Mapping`): `datasets.Features` of the samples (of the `all` configuration).
         card_data (`DatasetCardData`): YAML metadata, with the `configs` and `dataset_info` that `load_dataset`
-            reads already set (see `hub.py`); license, tags and task categories are filled in here.
+            reads already set (see `hub/stage_dataset.py`); license, tags and task categories are filled in here.
         settings (`Mapping`, *optional*): Run settings (scrubbed); reads `license`, `dataset_name`,
             `acquisition_function`, `input_column`, `label_column`.
         model_repo_id (`str`, *optional*): Model repository trained on these samples.

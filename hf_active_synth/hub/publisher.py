@@ -1,0 +1,328 @@
+"""`HubPublisher`: publishes each cycle of a run, writing its local Hub-layout folders and (when asked) pushing
+them, with failed pushes recorded and retried later."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from huggingface_hub import HfApi
+
+from ..cards import scrub_settings
+from .layout import CYCLE_FILE, HISTORY_FILE, RUN_FILE, HubLayout, branch_name, config_name, tag_name
+from .pending import PENDING_FILE, PendingPush, PendingQueue
+from .retry import call_with_retries
+from .stage_dataset import REAL_DATA_COLUMNS, stage_dataset
+from .stage_model import stage_model_branch, stage_model_main
+from .transfer import download_revision, upload_push
+
+logger = logging.getLogger(__package__)  # `hf_active_synth.hub`: one logger for the whole package
+
+T = TypeVar("T")
+
+
+@dataclass
+class PublishResult:
+    """What `publish_cycle` wrote and pushed.
+
+    Args:
+        cycle (`int`): The published cycle.
+        model_dir (`Path`, *optional*): Local folder of the model revision `cycle-k`.
+        main_dir (`Path`, *optional*): Local folder of the model revision `main`.
+        dataset_dir (`Path`, *optional*): Local folder of the dataset repository (`None` until a cycle has samples).
+        pushed (`list[str]`): Pushes that succeeded (`repo@revision`).
+        pending (`list[str]`): Pushes still pending after this call.
+    """
+
+    cycle: int
+    model_dir: Path | None = None
+    main_dir: Path | None = None
+    dataset_dir: Path | None = None
+    pushed: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+
+
+class HubPublisher:
+    """Publishes every cycle of an active-synthesis run as Hub-native artifacts, locally or on the Hub.
+
+    The constructor only stores its arguments (no network, no files). The trainer calls `retry_pending()` when a
+    run starts and `publish_cycle(...)` after it has written `output_dir/cycle-k/`, on the main process only.
+
+    Args:
+        output_dir (`str` or `os.PathLike`): The run's output directory (holds `cycle-k/` and `history.json`).
+        model_repo_id (`str`, *optional*): Model repository (`namespace/name`). Without it nothing of the model is
+            pushed; locally the folder is named `model`.
+        dataset_repo_id (`str`, *optional*): Dataset repository for the synthetic samples. Without it nothing of the
+            dataset is pushed; locally the folder is named `synthetic`.
+        push_to_hub (`bool`, defaults to `False`): Upload to the Hub (at `HF_ENDPOINT`); otherwise only write the
+            local Hub-layout folder.
+        token (`str`, *optional*): Hub token; defaults to the logged-in one. Never logged or written anywhere.
+        private (`bool`, defaults to `True`): Create repositories private. Existing repositories keep their
+            visibility.
+        local_hub_dir (`str` or `os.PathLike`, *optional*): The local Hub-layout folder; defaults to
+            `output_dir/hub`.
+        run_settings (`Mapping`, *optional*): Settings shown in the cards (`base_model`, `dataset_name`,
+            `synthetic_loss_weight`, `uncertainty_method`, `ensemble_size`, `acquisition_function`, `cycle_metric`,
+            `command`, `license`, `task`, ...). Completed from the `config` of `output_dir/history.json` when present;
+            secret-like keys are dropped.
+        include_real_data (`bool`, defaults to `False`): Publish columns that hold real training data
+            (`real_data_columns`). Only set it when the real data may be published.
+        real_data_columns (`Sequence[str]`, defaults to `REAL_DATA_COLUMNS`): Those columns.
+        max_retries (`int`, defaults to 4): Retries of a transient failure (5xx, 429, timeouts) per Hub operation.
+        retry_base_wait (`float`, defaults to 1.0): First backoff wait, in seconds (doubles each retry).
+        retry_max_wait (`float`, defaults to 30.0): Longest backoff wait, in seconds.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        model_repo_id: str | None = None,
+        dataset_repo_id: str | None = None,
+        *,
+        push_to_hub: bool = False,
+        token: str | None = None,
+        private: bool = True,
+        local_hub_dir: str | os.PathLike | None = None,
+        run_settings: Mapping[str, Any] | None = None,
+        include_real_data: bool = False,
+        real_data_columns: Sequence[str] = REAL_DATA_COLUMNS,
+        max_retries: int = 4,
+        retry_base_wait: float = 1.0,
+        retry_max_wait: float = 30.0,
+    ):
+        self.output_dir = output_dir
+        self.model_repo_id = model_repo_id
+        self.dataset_repo_id = dataset_repo_id
+        self.push_to_hub = push_to_hub
+        self.token = token
+        self.private = private
+        self.local_hub_dir = local_hub_dir
+        self.run_settings = run_settings
+        self.include_real_data = include_real_data
+        self.real_data_columns = real_data_columns
+        self.max_retries = max_retries
+        self.retry_base_wait = retry_base_wait
+        self.retry_max_wait = retry_max_wait
+
+    @classmethod
+    def from_training_args(cls, args: Any, run_settings: Mapping[str, Any] | None = None, **kwargs: Any):
+        """Builds a publisher from an `ActiveSynthesisConfig`: `output_dir`, `hub_model_id`, `hub_dataset_id`,
+        `push_cycles_to_hub`, `hub_token`, `hub_private_repo` (`None` means private)."""
+        private = getattr(args, "hub_private_repo", None)
+        return cls(
+            args.output_dir,
+            model_repo_id=getattr(args, "hub_model_id", None),
+            dataset_repo_id=getattr(args, "hub_dataset_id", None),
+            push_to_hub=bool(getattr(args, "push_cycles_to_hub", False)),
+            token=getattr(args, "hub_token", None),
+            private=True if private is None else bool(private),
+            run_settings=run_settings,
+            **kwargs,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(output_dir={str(self.output_dir)!r}, model_repo_id={self.model_repo_id!r}, "
+            f"dataset_repo_id={self.dataset_repo_id!r}, push_to_hub={self.push_to_hub}, private={self.private}, "
+            f"token={'***' if self.token else None})"
+        )
+
+    # ------------------------------------------------------------------------------------------------------ paths
+    @property
+    def _layout(self) -> HubLayout:
+        # Built on each use: the publisher's attributes are public and may be changed after construction.
+        return HubLayout.for_run(self.output_dir, self.local_hub_dir, self.model_repo_id, self.dataset_repo_id)
+
+    @property
+    def hub_dir(self) -> Path:
+        """The local Hub-layout folder."""
+        return self._layout.hub_dir
+
+    @property
+    def pending_file(self) -> Path:
+        return Path(self.output_dir) / PENDING_FILE
+
+    def dataset_dir(self) -> Path:
+        """Local folder of the dataset repository (`load_dataset(path, "cycle_k")`)."""
+        return self._layout.dataset_dir()
+
+    def model_dir(self, revision: str = "main") -> Path:
+        """Local folder of the model repository at `revision` (`"main"` or `"cycle-k"`; `from_pretrained(path)`)."""
+        return self._layout.model_dir(revision)
+
+    @property
+    def _queue(self) -> PendingQueue:
+        return PendingQueue(self.pending_file, secrets=(self.token,))
+
+    def _api(self) -> HfApi:
+        return HfApi(token=self.token)
+
+    def _retry(self, fn: Callable[..., T], *args: Any, description: str, **kwargs: Any) -> T:
+        return call_with_retries(
+            fn,
+            *args,
+            max_retries=self.max_retries,
+            base_wait=self.retry_base_wait,
+            max_wait=self.retry_max_wait,
+            description=description,
+            secrets=(self.token,),
+            **kwargs,
+        )
+
+    def _settings(self, run_settings: Mapping[str, Any] | None) -> dict[str, Any]:
+        settings: dict[str, Any] = {}
+        history_file = Path(self.output_dir) / HISTORY_FILE
+        if history_file.is_file():
+            settings.update(json.loads(history_file.read_text()).get("config") or {})
+        settings.update(self.run_settings or {})
+        settings.update(run_settings or {})
+        return scrub_settings(settings, secrets=(self.token,))
+
+    # ---------------------------------------------------------------------------------------------------- publish
+    def publish_cycle(
+        self,
+        cycle_dir: str | os.PathLike,
+        history: Sequence[Mapping[str, Any]],
+        best_cycle: int,
+        run_settings: Mapping[str, Any] | None = None,
+    ) -> PublishResult:
+        """Publishes cycle `k` from `output_dir/cycle-k/`: writes the local Hub-layout folders, then (with
+        `push_to_hub`) pushes them. Never raises for a failed push: the failure is logged as an error, recorded in
+        `output_dir/pending_pushes.json` and retried by `retry_pending()`; the local folders stay in place.
+
+        Args:
+            cycle_dir (`str` or `os.PathLike`): The cycle's directory (`checkpoint/`, `synthetic/`, `cycle.json`).
+            history (`Sequence[Mapping]`): Every cycle dict so far, this cycle included.
+            best_cycle (`int`): The best cycle so far by the validation metric; its checkpoint goes to `main`.
+            run_settings (`Mapping`, *optional*): Settings for the cards, on top of the constructor's.
+
+        Returns:
+            [`PublishResult`]: local folders, and which pushes succeeded or are pending.
+        """
+        cycle_dir = Path(cycle_dir)
+        cycle = int(json.loads((cycle_dir / CYCLE_FILE).read_text())["cycle"])
+        history = [dict(entry) for entry in history if int(entry["cycle"]) <= cycle]
+        if not any(int(entry["cycle"]) == cycle for entry in history):
+            raise ValueError(f"`history` has no entry for cycle {cycle} ({cycle_dir}); pass every cycle so far.")
+        if not any(int(entry["cycle"]) == best_cycle for entry in history):
+            raise ValueError(f"`best_cycle`={best_cycle} is not in `history` (cycles up to {cycle}).")
+        settings = self._settings(run_settings)
+        layout, secrets = self._layout, (self.token,)
+        result = PublishResult(cycle=cycle)
+        result.dataset_dir = stage_dataset(
+            layout, cycle, cycle_dir, history, settings, self.include_real_data, self.real_data_columns
+        )
+        result.model_dir = stage_model_branch(layout, cycle, cycle_dir, history, best_cycle, settings, secrets)
+        source = self._best_cycle_source(best_cycle)
+        result.main_dir = stage_model_main(layout, source, best_cycle, history, settings, secrets)
+        logger.info("Cycle %d written in Hub layout under %s.", cycle, self.hub_dir)
+        if not self.push_to_hub:
+            return result
+
+        self._queue.enqueue(self._pushes(result, best_cycle))
+        result.pushed, result.pending = self._queue.process(self._push, self.hub_dir)
+        return result
+
+    def _pushes(self, result: PublishResult, best_cycle: int) -> list[PendingPush]:
+        """The pushes of a published cycle: the dataset to `main`, the model to `cycle-k` and to `main`."""
+        cycle, layout = result.cycle, self._layout
+        pushes = []
+        if self.dataset_repo_id and result.dataset_dir is not None:
+            tags = [tag_name(cycle)] if (result.dataset_dir / config_name(cycle)).is_dir() else []
+            pushes.append(
+                PendingPush(
+                    "dataset",
+                    self.dataset_repo_id,
+                    "main",
+                    layout.relative(result.dataset_dir),
+                    tags,
+                    f"Synthetic samples of cycle {cycle}",
+                    cycle,
+                )
+            )
+        if self.model_repo_id:
+            pushes.append(
+                PendingPush(
+                    "model",
+                    self.model_repo_id,
+                    branch_name(cycle),
+                    layout.relative(result.model_dir),
+                    [tag_name(cycle)],
+                    f"Checkpoint of cycle {cycle}",
+                    cycle,
+                )
+            )
+            pushes.append(
+                PendingPush(
+                    "model",
+                    self.model_repo_id,
+                    "main",
+                    layout.relative(result.main_dir),
+                    [],
+                    f"main: best cycle {best_cycle} (after cycle {cycle})",
+                    cycle,
+                )
+            )
+        return pushes
+
+    def retry_pending(self) -> list[PendingPush]:
+        """Retries every push recorded in `output_dir/pending_pushes.json`, in order, and returns those still
+        pending. A failure is logged and kept; nothing local is removed. Without `push_to_hub`, only reports them."""
+        pending = self._queue.load()
+        if not pending:
+            return []
+        if not self.push_to_hub:
+            logger.warning(
+                "%d Hub push(es) are pending in %s (%s); enable pushing to retry them.",
+                len(pending),
+                self.pending_file,
+                ", ".join(p.describe() for p in pending),
+            )
+            return pending
+        self._queue.process(self._push, self.hub_dir)
+        return self._queue.load()
+
+    @property
+    def pending(self) -> list[PendingPush]:
+        """The pushes recorded as pending."""
+        return self._queue.load()
+
+    # ------------------------------------------------------------------------------------------------ transfers
+    def _best_cycle_source(self, best_cycle: int) -> Path:
+        """The local folder holding the checkpoint of `best_cycle`: its branch folder, or `main` if it already
+        holds it; downloaded from the Hub when pushing and neither is present (a run resumed elsewhere)."""
+        branch = self.model_dir(branch_name(best_cycle))
+        if branch.is_dir():
+            return branch
+        main = self.model_dir("main")
+        if (main / RUN_FILE).is_file() and json.loads((main / RUN_FILE).read_text())["cycle"] == best_cycle:
+            return main
+        if self.push_to_hub and self.model_repo_id:
+            download_revision(
+                self._api(),
+                self.model_repo_id,
+                "model",
+                branch_name(best_cycle),
+                branch,
+                staging=self._layout.staging,
+                retry=self._retry,
+            )
+            return branch
+        raise FileNotFoundError(
+            f"The checkpoint of the best cycle {best_cycle} is not in {self.hub_dir} (expected {branch}); "
+            "it is needed to update `main`."
+        )
+
+    def _push(self, push: PendingPush) -> None:
+        folder = self.hub_dir / push.folder
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"The pending push of {push.describe()} needs {folder}, which no longer exists. Restore it, or remove "
+                f"the entry from {self.pending_file} to give the push up."
+            )
+        upload_push(self._api(), push, folder, private=self.private, retry=self._retry)
