@@ -30,7 +30,7 @@ from ..digits import (
     split_digits,
     train_class_conditional_ddpm,
 )
-from ..evaluation.compare import run_comparison
+from ..evaluation.compare import METHODS, run_comparison
 from ..filters import ExactDuplicateFilter, LabelAgreementFilter
 from ..filters.image import NearCopyFilter, NearDuplicateFilter, RealismFilter
 from ..generators.diffusion import DiffusionGenerator
@@ -107,6 +107,10 @@ class ImageScriptArguments:
         metadata={"help": "Run real-only, random-synthetic, BALD active learning and active synthesis over seeds."},
     )
     compare_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds for --compare."})
+    compare_methods: list[str] = field(
+        default_factory=lambda: list(METHODS),
+        metadata={"help": "Methods for --compare (several processes can share one output_dir, each with a subset)."},
+    )
 
 
 @dataclass
@@ -280,6 +284,7 @@ def main(script_args: ImageScriptArguments, config: ActiveSynthesisConfig, model
             test_dataset=task.test,
             acquisition_pool=task.pool,
             seeds=script_args.compare_seeds,
+            methods=script_args.compare_methods,
             corruptions=IMAGE_CORRUPTIONS,
             label_names=task.label_names,
         )

@@ -17,7 +17,7 @@ from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
 
 from ..config import ActiveSynthesisConfig
-from ..evaluation.compare import run_comparison
+from ..evaluation.compare import METHODS, run_comparison
 from ..filters import ExactDuplicateFilter, LabelAgreementFilter
 from ..filters.text import LengthFilter, NearDuplicateFilter, RealNearCopyFilter
 from ..generators.text import TextGenerationGenerator
@@ -87,6 +87,10 @@ class TextScriptArguments:
     )
     compare: bool = field(default=False, metadata={"help": "Run every baseline and active synthesis over seeds."})
     compare_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds for --compare."})
+    compare_methods: list[str] = field(
+        default_factory=lambda: list(METHODS),
+        metadata={"help": "Methods for --compare (several processes can share one output_dir, each with a subset)."},
+    )
     resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last cycle."})
 
 
@@ -207,6 +211,7 @@ def main(script_args: TextScriptArguments, config: ActiveSynthesisConfig, model_
             test_dataset=task.test,
             acquisition_pool=task.pool,
             seeds=script_args.compare_seeds,
+            methods=script_args.compare_methods,
             corruptions=TEXT_CORRUPTIONS,
             label_names=task.label_names,
         )
