@@ -4,7 +4,9 @@ Usage (offline default: scikit-learn digits, 10 labelled images per class, a DDP
 
     accelerate launch recipes/image_classification.py --config recipes/configs/digits.yaml
     python recipes/image_classification.py --output_dir runs/digits --num_cycles 3
-    accelerate launch --num_processes 2 --cpu recipes/image_classification.py --config recipes/configs/digits.yaml
+    # 2 CPU processes (`--cpu --num_processes 2` starts only one with Accelerate 1.x: see recipes/README.md)
+    accelerate launch --config_file recipes/accelerate_configs/cpu_2proc.yaml recipes/image_classification.py \
+        --config recipes/configs/digits.yaml
 
 Compare real-only, random synthetic, BALD active learning and active synthesis over 3 seeds (report.md + plots):
 

@@ -5,7 +5,9 @@ SmolLM2-135M-Instruct GGUF as the generator, 2 cycles of 32 accepted sentences):
 
     accelerate launch recipes/text_classification.py --config recipes/configs/sst2.yaml
     python recipes/text_classification.py --config recipes/configs/sst2.yaml --num_cycles 3
-    accelerate launch --num_processes 2 --cpu recipes/text_classification.py --config recipes/configs/sst2.yaml
+    # 2 CPU processes (`--cpu --num_processes 2` starts only one with Accelerate 1.x: see recipes/README.md)
+    accelerate launch --config_file recipes/accelerate_configs/cpu_2proc.yaml recipes/text_classification.py \
+        --config recipes/configs/sst2.yaml
 
 Compare real-only, random synthetic, BALD active learning and active synthesis over 3 seeds:
 
