@@ -2,46 +2,64 @@
 
 The public API: the trainer and its config, the uncertainty estimators, acquisition functions, the generator and
 filter protocols, and the built-in filters. Generators for text (LLMs) and images (diffusion) live in
-`hf_active_synth.generators`.
+`hf_active_synth.generators.text` and `hf_active_synth.generators.diffusion`.
+
+Names are imported lazily (on first use), so `import hf_active_synth` and light submodules such as
+`hf_active_synth.acquisition` do not pay for importing `transformers.Trainer`, peft and accelerate up front.
 """
 
-from .acquisition import (
-    ACQUISITION_FUNCTIONS,
-    bald,
-    ensemble_variance,
-    margin,
-    predictive_entropy,
-    random_scores,
-)
-from .config import ActiveSynthesisConfig
-from .cycle import ActiveSynthesisHistory, CycleResult
-from .filters import ExactDuplicateFilter, Filter, FilterContext, LabelAgreementFilter
-from .generators.base import GenerationRequest, Generator, SynthesisTarget
-from .trainer import ActiveSynthesisTrainer
-from .uncertainty import DeepEnsemble, LoRAEnsemble, MCDropout, UncertaintyEstimator
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ACQUISITION_FUNCTIONS",
-    "ActiveSynthesisConfig",
-    "ActiveSynthesisHistory",
-    "ActiveSynthesisTrainer",
-    "CycleResult",
-    "DeepEnsemble",
-    "ExactDuplicateFilter",
-    "Filter",
-    "FilterContext",
-    "GenerationRequest",
-    "Generator",
-    "LabelAgreementFilter",
-    "LoRAEnsemble",
-    "MCDropout",
-    "SynthesisTarget",
-    "UncertaintyEstimator",
-    "bald",
-    "ensemble_variance",
-    "margin",
-    "predictive_entropy",
-    "random_scores",
-]
+_EXPORTS: dict[str, str] = {
+    "ACQUISITION_FUNCTIONS": "acquisition",
+    "bald": "acquisition",
+    "ensemble_variance": "acquisition",
+    "margin": "acquisition",
+    "predictive_entropy": "acquisition",
+    "random_scores": "acquisition",
+    "ActiveSynthesisConfig": "config",
+    "ActiveSynthesisHistory": "cycle",
+    "CycleResult": "cycle",
+    "ExactDuplicateFilter": "filters",
+    "Filter": "filters",
+    "FilterContext": "filters",
+    "LabelAgreementFilter": "filters",
+    "GenerationRequest": "generators.base",
+    "Generator": "generators.base",
+    "SynthesisTarget": "generators.base",
+    "ActiveSynthesisTrainer": "trainer",
+    "DeepEnsemble": "uncertainty",
+    "LoRAEnsemble": "uncertainty",
+    "MCDropout": "uncertainty",
+    "UncertaintyEstimator": "uncertainty",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hf_active_synth' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # cache: later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from .acquisition import ACQUISITION_FUNCTIONS, bald, ensemble_variance, margin, predictive_entropy, random_scores
+    from .config import ActiveSynthesisConfig
+    from .cycle import ActiveSynthesisHistory, CycleResult
+    from .filters import ExactDuplicateFilter, Filter, FilterContext, LabelAgreementFilter
+    from .generators.base import GenerationRequest, Generator, SynthesisTarget
+    from .trainer import ActiveSynthesisTrainer
+    from .uncertainty import DeepEnsemble, LoRAEnsemble, MCDropout, UncertaintyEstimator
