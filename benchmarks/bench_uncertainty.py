@@ -12,8 +12,10 @@ Estimators are fitted for real but minimally, through `ActiveSynthesisTrainer` w
 main model and every member/adapter train for `--train-epochs` epoch(s) on `--train-size` rows (a few optimizer
 steps), with a learning rate high enough that members visibly disagree. The "single model" row scores the trained
 main model with one eval-mode forward per input, through the same `DataLoader` + collator path as the estimators.
-The `lora_ensemble_merged` row is `benchmarks/lora_merged_scoring.py::MergedLoRAEnsemble` built from the *same*
-fitted `LoRAEnsemble` (a proposed faster scoring path; its logits are checked against the library's).
+The three LoRA rows are the library's `LoRAEnsemble` with its three scoring settings, sharing *one* fit (same
+adapters, so their logits are comparable): `scoring="mixed_adapter_batch"` (peft's mixed-adapter batches, the path
+before merged scoring), the default `scoring="merged"` (per-member merged weights) and `first_token_only=True` (merged,
+token 0 only in the last block; BERT-family only). The merged rows' logits are checked against the mixed-adapter row.
 
 Timing: all methods of a task are timed side by side in one process, after a warm-up pass over a few batches,
 interleaved over `--repeats` rounds with the order rotated every round; the table reports the median samples/s and
@@ -41,6 +43,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +60,26 @@ METHODS = (
     "single_model",
     "deep_ensemble",
     "mc_dropout",
+    "lora_ensemble_mixed_adapter_batch",
     "lora_ensemble",
-    "lora_ensemble_merged",
-    "lora_ensemble_merged_first_token",
+    "lora_ensemble_first_token",
 )
 METHOD_LABELS = {
     "single_model": "single model (1 eval pass)",
     "deep_ensemble": "DeepEnsemble",
     "mc_dropout": "MCDropout",
-    "lora_ensemble": "LoRAEnsemble (library, shared trunk)",
-    "lora_ensemble_merged": "LoRAEnsemble + merged-weight scoring (proposal)",
-    "lora_ensemble_merged_first_token": "LoRAEnsemble + merged weights + token-0-only last block (proposal)",
+    "lora_ensemble_mixed_adapter_batch": 'LoRAEnsemble(scoring="mixed_adapter_batch")',
+    "lora_ensemble": "LoRAEnsemble() (merged scoring, default)",
+    "lora_ensemble_first_token": "LoRAEnsemble(first_token_only=True)",
 }
+# The LoRA rows: one fitted LoRAEnsemble, scored with each of these constructor settings.
+LORA_SETTINGS = {
+    "lora_ensemble_mixed_adapter_batch": {"scoring": "mixed_adapter_batch"},
+    "lora_ensemble": {},
+    "lora_ensemble_first_token": {"first_token_only": True},
+}
+# The merged rows' logits are compared with this row's.
+LORA_REFERENCE = "lora_ensemble_mixed_adapter_batch"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,8 +102,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--methods",
         default=",".join(METHODS),
-        help="Comma-separated subset of the methods (single_model and, for the merged rows, lora_ensemble are "
-        "always added).",
+        help="Comma-separated subset of the methods (single_model is always added).",
     )
     parser.add_argument("--quick", action="store_true", help="Tiny sizes and a tiny BERT from config: a smoke test.")
     parser.add_argument("--no-malloc-env", action="store_true", help="Do not re-run with the glibc malloc settings.")
@@ -116,8 +126,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if methods - set(METHODS):
         parser.error(f"unknown method(s) {sorted(methods - set(METHODS))}: choose from {', '.join(METHODS)}")
     methods.add("single_model")
-    if methods & {"lora_ensemble_merged", "lora_ensemble_merged_first_token"}:
-        methods.add("lora_ensemble")
     args.methods = [method for method in METHODS if method in methods]
     if args.members < 2:
         parser.error("--members must be >= 2")
@@ -166,9 +174,6 @@ def fit_estimators(
     Returns:
         The fitted estimators, their fitting seconds, and the methods that do not apply to this model (with why).
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from lora_merged_scoring import MergedLoRAEnsemble
-
     from hf_active_synth.uncertainty import DeepEnsemble, LoRAEnsemble, MCDropout, default_lora_config
 
     fit_seconds: dict[str, float] = {}
@@ -180,16 +185,17 @@ def fit_estimators(
     model = trainer.accelerator.unwrap_model(trainer.model)
     lora_config = dataclasses.replace(default_lora_config(model, trainer.num_labels), init_lora_weights=False)
     estimators: dict[str, Any] = {}
+    fitted_lora = None  # the one LoRAEnsemble fit every LoRA row shares (its rows' fit_seconds are refresh() only)
+    if set(LORA_SETTINGS) & set(methods):
+        start = time.perf_counter()
+        fitted_lora = LoRAEnsemble(members, lora_config=lora_config, seed=seed).fit(trainer)
+        fit_seconds["lora_adapters_shared_fit"] = time.perf_counter() - start
+
     builders: list[tuple[str, Callable[[], Any]]] = [
         ("single_model", lambda: _single_model_estimator().fit(trainer)),
         ("deep_ensemble", lambda: DeepEnsemble(members, seed=seed).fit(trainer)),
         ("mc_dropout", lambda: MCDropout(members, seed=seed).fit(trainer)),
-        ("lora_ensemble", lambda: LoRAEnsemble(members, lora_config=lora_config, seed=seed).fit(trainer)),
-        ("lora_ensemble_merged", lambda: MergedLoRAEnsemble.from_fitted(estimators["lora_ensemble"])),
-        (
-            "lora_ensemble_merged_first_token",
-            lambda: MergedLoRAEnsemble.from_fitted(estimators["lora_ensemble"], first_token_only=True),
-        ),
+        *((name, partial(lora_variant, fitted_lora, **settings)) for name, settings in LORA_SETTINGS.items()),
     ]
     skipped: dict[str, str] = {}
     for name, build in builders:
@@ -198,13 +204,26 @@ def fit_estimators(
         start = time.perf_counter()
         try:
             estimators[name] = build()
-        except ValueError as error:  # e.g. the token-0 path on a CNN: recorded, not fatal
+        except ValueError as error:  # e.g. first_token_only on a CNN: recorded, not fatal
             skipped[name] = str(error)
             print(f"  skipping {name}: {error}", file=sys.stderr)
             continue
         fit_seconds[name] = fit_seconds.get(name, 0.0) + time.perf_counter() - start
     trainer.model.eval()
     return estimators, fit_seconds, skipped
+
+
+def lora_variant(fitted: Any, **settings: Any) -> Any:
+    """A `LoRAEnsemble` built with `settings` (e.g. `scoring=...`) that shares `fitted`'s model and adapters.
+
+    Nothing is copied or retrained: the fitted attributes are shared and `refresh()` recomputes the scoring plan for
+    the new settings (raising `ValueError` where they do not apply).
+    """
+    from hf_active_synth.uncertainty import LoRAEnsemble
+
+    variant = LoRAEnsemble(fitted.num_members, lora_config=fitted.lora_config, seed=fitted.seed, **settings)
+    variant.__dict__.update({key: value for key, value in vars(fitted).items() if key.endswith("_")})
+    return variant.refresh()
 
 
 # ----------------------------------------------------------------------------------------------------- tasks
@@ -427,10 +446,10 @@ def time_task(task: Task, estimators: dict[str, Any], repeats: int, warmup_batch
             "members": logits[name].shape[-1],
             **disagreement(logits[name]),
         }
-    for name in ("lora_ensemble_merged", "lora_ensemble_merged_first_token"):
-        if name in logits and "lora_ensemble" in logits:
-            diff = (logits[name] - logits["lora_ensemble"]).abs().max().item()
-            results[name]["max_abs_diff_vs_library_lora"] = float(diff)
+    for name in LORA_SETTINGS:
+        if name != LORA_REFERENCE and name in logits and LORA_REFERENCE in logits:
+            diff = (logits[name] - logits[LORA_REFERENCE]).abs().max().item()
+            results[name]["max_abs_diff_vs_mixed_adapter_batch"] = float(diff)
     return results
 
 
@@ -466,7 +485,7 @@ def markdown_table(report: dict[str, Any]) -> str:
     members = report["settings"]["members"]
     lines = [
         "| task | method | samples/s (median) | × single (median, min–max) | mean BALD | max member Δlogit "
-        "| max \\|Δ\\| vs library LoRA |",
+        "| max \\|Δ\\| vs mixed-adapter LoRA |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     notes = []
@@ -476,7 +495,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             ratio = f"{row['ratio_to_single']:.2f}× ({row['ratio_min']:.2f}–{row['ratio_max']:.2f})"
             bald_text = "–" if name == "single_model" else f"{row['mean_bald']:.2e}"
             spread = "–" if name == "single_model" else f"{row['max_abs_member_logit_diff']:.3g}"
-            diff = row.get("max_abs_diff_vs_library_lora")
+            diff = row.get("max_abs_diff_vs_mixed_adapter_batch")
             diff_text = "–" if diff is None else f"{diff:.1e}"
             lines.append(
                 f"| {task_name} | {label} | {row['samples_per_second']:.1f} | {ratio} | {bald_text} | {spread} "

@@ -41,24 +41,24 @@ def test_uncertainty_benchmark_quick(tmp_path):
         "single_model",
         "deep_ensemble",
         "mc_dropout",
+        "lora_ensemble_mixed_adapter_batch",
         "lora_ensemble",
-        "lora_ensemble_merged",
-        "lora_ensemble_merged_first_token",
+        "lora_ensemble_first_token",
     }
     for task_name, task in report["tasks"].items():
         methods = task["methods"]
-        # Every method is either timed or explicitly reported as not applicable (the token-0 path needs a BERT).
+        # Every method is either timed or explicitly reported as not applicable (first_token_only needs a BERT).
         assert set(methods) | set(task["not_applicable"]) == every_method, task_name
-        assert every_method - {"lora_ensemble_merged_first_token"} <= set(methods), task_name
+        assert every_method - {"lora_ensemble_first_token"} <= set(methods), task_name
         for name, row in methods.items():
             assert row["samples_per_second"] > 0, (task_name, name)
             assert row["ratio_to_single"] > 0, (task_name, name)
             if name != "single_model":
                 assert row["members"] == report["settings"]["members"]
                 assert row["max_abs_member_logit_diff"] > 0, (task_name, name)  # members really disagree
-        for name in ("lora_ensemble_merged", "lora_ensemble_merged_first_token"):
-            if name in methods:  # the proposed fast paths give the library's logits
-                assert methods[name]["max_abs_diff_vs_library_lora"] < 1e-4, (task_name, name)
-    assert "lora_ensemble_merged_first_token" in report["tasks"]["text"]["methods"]
+        for name in ("lora_ensemble", "lora_ensemble_first_token"):
+            if name in methods:  # the library's merged scoring gives the mixed-adapter path's logits
+                assert methods[name]["max_abs_diff_vs_mixed_adapter_batch"] < 1e-4, (task_name, name)
+    assert "lora_ensemble_first_token" in report["tasks"]["text"]["methods"]
     assert "| text | single model" in report["markdown_table"]
     assert "| text | single model" in completed.stdout

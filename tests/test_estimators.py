@@ -1,8 +1,13 @@
 """Uncertainty estimators: members really differ, MC dropout really samples, LoRA scoring shares the trunk."""
 
+import copy
+import dataclasses
+
 import pytest
 import torch
 from peft import LoraConfig
+from peft.tuners.lora import Linear as LoraLinear
+from peft.utils.other import ModulesToSaveWrapper
 from tiny import TinyMLP, make_bert, make_text_dataset, make_tokenizer, make_vector_dataset
 
 from hf_active_synth import ActiveSynthesisConfig, ActiveSynthesisTrainer
@@ -174,3 +179,87 @@ def test_estimators_work_on_a_plain_module(tmp_path):
         logits = estimator.fit(trainer).predict(pool)
         assert logits.shape[0] == 6 and logits.shape[1] == 2
         assert not torch.allclose(logits[..., 0], logits[..., 1])
+
+
+# ------------------------------------------------------------------------ LoRAEnsemble scoring paths (lora_scoring)
+@pytest.fixture(scope="module")
+def fitted_lora(tmp_path_factory):
+    """A 3-layer BERT with K=3 LoRA adapters on its last block (B initialised randomly so members clearly differ)."""
+    trainer = _trainer(tmp_path_factory.mktemp("lora"), make_bert(layers=3), num_train_epochs=1)
+    config = dataclasses.replace(default_lora_config(trainer.model, num_labels=2), init_lora_weights=False)
+    estimator = LoRAEnsemble(num_members=3, lora_config=config, seed=0).fit(trainer)
+    return trainer, estimator
+
+
+def _variant(estimator, **settings):
+    """The fitted estimator with other scoring settings (same model and adapters, nothing retrained)."""
+    variant = copy.copy(estimator)
+    for name, value in settings.items():
+        setattr(variant, name, value)
+    return variant.refresh()
+
+
+def test_lora_merged_scoring_matches_mixed_adapter_batch_and_full_passes(fitted_lora):
+    trainer, merged = fitted_lora
+    assert merged.scoring == "merged" and merged.split_module_ is not None
+    # Every adapted linear layer and the per-member head run merged weights (nothing left to peft's mixed path).
+    handled = [m for m in merged.model_.modules() if isinstance(m, (LoraLinear, ModulesToSaveWrapper))]
+    assert len(handled) == 7 and set(merged.merged_layers_) == set(handled)
+    mixed = _variant(merged, scoring="mixed_adapter_batch")
+    assert mixed.merged_layers_ is None
+    sequential = _variant(merged, share_trunk=False)
+    assert sequential.split_module_ is None
+    inputs = _pool_inputs(trainer)
+    logits = merged.predict(inputs)
+    assert logits.shape == (12, 2, 3)
+    assert not torch.allclose(logits[..., 0], logits[..., 1], atol=1e-3)
+    torch.testing.assert_close(logits, mixed.predict(inputs), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(logits, sequential.predict(inputs), atol=1e-5, rtol=1e-4)
+    # The patched forwards are gone after scoring: a plain pass of the peft model is peft's own.
+    assert all("forward" not in module.__dict__ for module in merged.model_.modules())
+
+
+def test_lora_first_token_only_matches_full_passes(fitted_lora):
+    trainer, merged = fitted_lora
+    first_token = _variant(merged, first_token_only=True)
+    sequential = _variant(merged, share_trunk=False)
+    blocks = first_token.model_.get_base_model().bert.encoder.layer
+    rows = []
+    blocks[2].register_forward_hook(lambda m, a, o: rows.append(tuple(o.shape[:2])))
+    inputs = _pool_inputs(trainer)
+    logits = first_token.predict(inputs)
+    # The last block computed token 0 only, for every member (12 rows x 3 members, over the scoring batches).
+    assert {tokens for _, tokens in rows} == {1} and sum(count for count, _ in rows) == 12 * 3
+    torch.testing.assert_close(logits, sequential.predict(inputs), atol=1e-5, rtol=1e-4)
+
+
+def test_lora_first_token_only_refuses_models_where_it_does_not_apply(tmp_path):
+    trainer = _trainer(tmp_path, make_bert(layers=3))
+    # Two adapted blocks: the first adapted block is not the last block. Raised before any adapter is trained.
+    with pytest.raises(ValueError, match="last block"):
+        LoRAEnsemble(num_members=2, num_adapted_layers=2, first_token_only=True).fit(trainer)
+    with pytest.raises(ValueError, match="scoring='merged'"):
+        LoRAEnsemble(num_members=2, scoring="mixed_adapter_batch", first_token_only=True)
+    with pytest.raises(ValueError, match="scoring must be one of"):
+        LoRAEnsemble(num_members=2, scoring="fused")
+
+
+def test_lora_member_logits_are_differentiable_wrt_inputs(fitted_lora):
+    trainer, merged = fitted_lora
+    batch = trainer.sample_model_inputs(num_rows=4)
+    embeddings = merged.model_.get_base_model().bert.embeddings.word_embeddings(batch.pop("input_ids")).detach()
+    weights = torch.randn(4, 2, 3, generator=torch.Generator().manual_seed(0))
+    gradients = {}
+    for name, estimator in {
+        "merged": merged,
+        "first_token": _variant(merged, first_token_only=True),
+        "mixed": _variant(merged, scoring="mixed_adapter_batch"),
+        "sequential": _variant(merged, share_trunk=False),
+    }.items():
+        inputs_embeds = embeddings.clone().requires_grad_(True)
+        (estimator.member_logits({**batch, "inputs_embeds": inputs_embeds}) * weights).sum().backward()
+        gradients[name] = inputs_embeds.grad
+    assert gradients["merged"].abs().sum() > 0
+    for name in ("first_token", "mixed"):
+        torch.testing.assert_close(gradients[name], gradients["sequential"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(gradients["merged"], gradients["sequential"], atol=1e-5, rtol=1e-4)

@@ -2,26 +2,33 @@
 
 Scoring shares the work the adapters allow sharing. Adapters sit on the top `num_adapted_layers` blocks only, so the
 trunk below them is the same for every member: it is computed once per batch, then its output is repeated K times
-along the batch axis at the first adapted block, and peft's mixed-adapter batches (`adapter_names`) send each copy
-through its own adapter. The cost is one trunk pass plus K passes of the top blocks, instead of K full passes.
+along the batch axis at the first adapted block, and each copy runs through its own adapter, by default with
+per-member merged weights (one batched matmul per adapted layer), or with peft's mixed-adapter batches
+(`adapter_names`); see `lora_scoring`. The cost is one trunk pass plus K passes of the top blocks, instead of K full
+passes.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
-from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
 from .base import BatchedEstimator, forward_logits
+from .lora_scoring import (
+    RepeatedBatchError,
+    check_first_token_only,
+    merged_adapter_batch,
+    mixed_adapter_batch,
+    plan_merged_layers,
+)
 
 if TYPE_CHECKING:
     from ..trainer import ActiveSynthesisTrainer
@@ -78,25 +85,6 @@ def default_lora_config(model: nn.Module, num_labels: int, num_adapted_layers: i
     )
 
 
-def _repeat_batch(value: Any, batch_size: int, repeats: int) -> Any:
-    if isinstance(value, torch.Tensor) and value.ndim >= 2 and value.shape[0] == batch_size:
-        return value.repeat(repeats, *([1] * (value.ndim - 1)))
-    if isinstance(value, tuple):  # e.g. rotary (cos, sin) position embeddings
-        return tuple(_repeat_batch(item, batch_size, repeats) for item in value)
-    return value
-
-
-def _expand_batch_hook(module, args, kwargs, *, batch_size: int, repeats: int):
-    args = tuple(_repeat_batch(arg, batch_size, repeats) for arg in args)
-    kwargs = {key: _repeat_batch(value, batch_size, repeats) for key, value in kwargs.items()}
-    return args, kwargs
-
-
-def _adapter_names_hook(module, args, kwargs, *, adapter_names: list[str]):
-    kwargs["adapter_names"] = adapter_names
-    return args, kwargs
-
-
 class LoRAEnsemble(BatchedEstimator):
     """K LoRA adapters on a frozen copy of the trained model, each trained with its own seed.
 
@@ -107,11 +95,22 @@ class LoRAEnsemble(BatchedEstimator):
             lets scoring compute the shared trunk once.
         num_adapted_layers (`int`, defaults to 1): Top blocks carrying adapters when `lora_config` is not given.
         seed (`int`, defaults to 0): Adapter `k` is initialised and trained with seed `seed + k`.
-        share_trunk (`bool`, defaults to `True`): Score with one trunk pass + mixed-adapter top blocks. When the
-            adapters cover the whole model, or the model's head cannot take a repeated batch, scoring falls back to
-            K full passes (logged once).
+        share_trunk (`bool`, defaults to `True`): Score with one trunk pass + K copies of the adapted top blocks. When
+            the adapters cover the whole model, or the model's head cannot take a repeated batch, scoring falls back
+            to K full passes (logged once).
+        scoring (`str`, defaults to `"merged"`): How the adapted blocks score the K copies (see
+            `hf_active_synth.uncertainty.lora_scoring`). `"merged"`: per-member merged weights `W + s·B_k A_k`, one
+            batched matmul per layer (layers it does not handle keep peft's path). `"mixed_adapter_batch"`: peft's
+            mixed-adapter batches everywhere (slower; kept for comparison). Both give the same logits to float
+            rounding. Merged weights leave out LoRA dropout: a model put in training mode is scored with peft's path.
+        first_token_only (`bool`, defaults to `False`): With `scoring="merged"`, compute only token 0 in the adapted
+            block. Only for BERT-family encoders whose single adapted block is the last one and whose head reads
+            token 0 alone (`[CLS]` pooling, as in `*ForSequenceClassification`); `fit` and `refresh` raise
+            `ValueError` when the block is not the last one or not BERT-style. Whether the head reads token 0 alone
+            cannot be checked: it is up to the caller.
 
-    The trainer's model is deep-copied before adapters are added: the model being trained is never modified.
+    The trainer's model is deep-copied before adapters are added: the model being trained is never modified. The merged
+    weights are computed once, at the end of `fit`; call `refresh()` after changing the adapters or moving the model.
     """
 
     def __init__(
@@ -121,14 +120,22 @@ class LoRAEnsemble(BatchedEstimator):
         num_adapted_layers: int = 1,
         seed: int = 0,
         share_trunk: bool = True,
+        scoring: Literal["merged", "mixed_adapter_batch"] = "merged",
+        first_token_only: bool = False,
     ):
         if num_members < 2:
             raise ValueError(f"LoRAEnsemble needs at least 2 adapters to measure disagreement, got {num_members}.")
+        if scoring not in _SCORING_MODES:
+            raise ValueError(f"scoring must be one of {', '.join(map(repr, _SCORING_MODES))}, got {scoring!r}.")
+        if first_token_only and scoring != "merged":
+            raise ValueError(f"first_token_only=True is an option of scoring='merged', not of scoring={scoring!r}.")
         self.num_members = num_members
         self.lora_config = lora_config
         self.num_adapted_layers = num_adapted_layers
         self.seed = seed
         self.share_trunk = share_trunk
+        self.scoring = scoring
+        self.first_token_only = first_token_only
 
     @property
     def adapter_names(self) -> list[str]:
@@ -147,12 +154,36 @@ class LoRAEnsemble(BatchedEstimator):
         for member, name in enumerate(names[1:], start=1):
             torch.manual_seed(self.seed + member)
             peft_model.add_adapter(name, copy.deepcopy(config))
+        if self.first_token_only:  # fail before training the adapters
+            self._check_first_token_only(peft_model, self._find_split_module(peft_model) if self.share_trunk else None)
         for member, name in enumerate(names):
             peft_model.set_adapter(name)
             trainer.train_member(peft_model, seed=self.seed + member, name=f"lora_ensemble_{name}")
         peft_model.eval()
         self.model_ = peft_model
-        self.split_module_ = self._find_split_module(peft_model) if self.share_trunk else None
+        self.refresh()
+        return self
+
+    def refresh(self) -> LoRAEnsemble:
+        """Recomputes the shared-trunk split and, with `scoring="merged"`, the per-member merged weights.
+
+        Call it after changing the adapters' or the base model's weights, or moving the model to another device or
+        dtype: the merged weights are snapshots taken at the end of `fit`.
+
+        Raises:
+            `ValueError`: `first_token_only=True` on a model where it does not apply.
+        """
+        if not hasattr(self, "model_"):
+            raise RuntimeError("LoRAEnsemble is not fitted yet: call `fit(trainer)` first.")
+        if self.scoring not in _SCORING_MODES:
+            raise ValueError(f"scoring must be one of {', '.join(map(repr, _SCORING_MODES))}, got {self.scoring!r}.")
+        self.split_module_ = self._find_split_module(self.model_) if self.share_trunk else None
+        if self.first_token_only:
+            if self.scoring != "merged":
+                raise ValueError("first_token_only=True is an option of scoring='merged'.")
+            self._check_first_token_only(self.model_, self.split_module_)
+        use_merged = self.scoring == "merged" and self.split_module_ is not None
+        self.merged_layers_ = plan_merged_layers(self.model_, self.adapter_names) if use_merged else None
         return self
 
     @staticmethod
@@ -166,27 +197,25 @@ class LoRAEnsemble(BatchedEstimator):
             return None
         return blocks[1][adapted[0]]
 
-    @contextmanager
-    def _mixed_adapter_batch(self, batch_size: int) -> Iterator[None]:
-        """Hooks that repeat the trunk output K times at the split block and route copy k through adapter k."""
-        adapter_names = [name for name in self.adapter_names for _ in range(batch_size)]
-        handles = [
-            self.split_module_.register_forward_pre_hook(
-                partial(_expand_batch_hook, batch_size=batch_size, repeats=self.num_members), with_kwargs=True
+    @staticmethod
+    def _check_first_token_only(peft_model: PeftModel, split_module: nn.Module | None) -> None:
+        blocks = find_block_list(peft_model.get_base_model())
+        check_first_token_only(split_module, None if blocks is None else blocks[1][-1])
+
+    def _repeated_batch(self, batch_size: int) -> AbstractContextManager[None]:
+        """The hooks (and, for merged scoring, patched forwards) that score one batch with every adapter."""
+        if self.scoring == "merged" and not self.model_.training:  # merged weights leave out LoRA dropout
+            if getattr(self, "merged_layers_", None) is None:  # e.g. `scoring` changed after fitting
+                self.refresh()
+            return merged_adapter_batch(
+                self.model_,
+                self.split_module_,
+                self.merged_layers_,
+                self.adapter_names,
+                batch_size,
+                first_token_only=self.first_token_only,
             )
-        ]
-        for module in self.model_.modules():
-            if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper)):
-                handles.append(
-                    module.register_forward_pre_hook(
-                        partial(_adapter_names_hook, adapter_names=adapter_names), with_kwargs=True
-                    )
-                )
-        try:
-            yield
-        finally:
-            for handle in handles:
-                handle.remove()
+        return mixed_adapter_batch(self.model_, self.split_module_, self.adapter_names, batch_size)
 
     def member_logits(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         """Each adapter's logits for one batch, shaped `[B, C, K]`; differentiable w.r.t. the inputs."""
@@ -194,17 +223,19 @@ class LoRAEnsemble(BatchedEstimator):
             raise RuntimeError("LoRAEnsemble is not fitted yet: call `fit(trainer)` first.")
         if self.split_module_ is not None:
             batch_size = _batch_size(inputs)
-            with self._mixed_adapter_batch(batch_size):
-                logits = forward_logits(self.model_, inputs)
-            if logits.shape[0] == batch_size * self.num_members:
-                return logits.view(self.num_members, batch_size, -1).permute(1, 2, 0)
-            logger.warning(
-                "The model's head did not accept a repeated batch (got %d rows for %d x %d); scoring LoRA members "
-                "with one full pass each from now on.",
-                logits.shape[0],
-                self.num_members,
-                batch_size,
-            )
+            try:
+                with self._repeated_batch(batch_size):
+                    logits = forward_logits(self.model_, inputs)
+            except RepeatedBatchError as error:
+                reason = str(error)
+            else:
+                if logits.shape[0] == batch_size * self.num_members:
+                    return logits.view(self.num_members, batch_size, -1).permute(1, 2, 0)
+                reason = (
+                    f"the model's head did not keep the repeated batch (got {logits.shape[0]} rows for "
+                    f"{self.num_members} x {batch_size})"
+                )
+            logger.warning("Scoring LoRA members with one full pass each from now on: %s.", reason)
             self.split_module_ = None
         return self._sequential_member_logits(inputs)
 
@@ -214,6 +245,9 @@ class LoRAEnsemble(BatchedEstimator):
             self.model_.set_adapter(name)
             logits.append(forward_logits(self.model_, inputs))
         return torch.stack(logits, dim=-1)
+
+
+_SCORING_MODES = ("merged", "mixed_adapter_batch")
 
 
 def _batch_size(inputs: Mapping[str, Any]) -> int:
