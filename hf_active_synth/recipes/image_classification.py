@@ -30,16 +30,21 @@ from ..digits import (
     split_digits,
     train_class_conditional_ddpm,
 )
-from ..evaluation.compare import METHODS, run_comparison
 from ..filters import ExactDuplicateFilter, LabelAgreementFilter
 from ..filters.image import NearCopyFilter, NearDuplicateFilter, RealismFilter
 from ..generators.diffusion import DiffusionGenerator
 from ..trainer import ActiveSynthesisTrainer
 from .parsing import parse_args_and_config
+from .running import RunModeArguments, configure_logging, run_or_compare
 
 logger = logging.getLogger(__name__)
 
-IMAGE_CORRUPTIONS = {"gaussian_noise": [1, 3, 5], "gaussian_blur": [1, 3, 5], "occlusion": [1, 3, 5], "rotation": [1, 3, 5]}
+IMAGE_CORRUPTIONS = {
+    "gaussian_noise": [1, 3, 5],
+    "gaussian_blur": [1, 3, 5],
+    "occlusion": [1, 3, 5],
+    "rotation": [1, 3, 5],
+}
 
 # Recipe defaults on top of ActiveSynthesisConfig's (every one can be overridden by --config or the command line).
 RECIPE_DEFAULTS: dict[str, Any] = {
@@ -66,7 +71,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
-class ImageScriptArguments:
+class ImageScriptArguments(RunModeArguments):
     """Data, generator and run-mode arguments of the image recipe."""
 
     dataset_name: str | None = field(
@@ -100,16 +105,6 @@ class ImageScriptArguments:
     )
     near_copy_threshold: float = field(
         default=0.04, metadata={"help": "Privacy: reject samples closer than this (RMS pixel distance) to a real one."}
-    )
-    resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last cycle."})
-    compare: bool = field(
-        default=False,
-        metadata={"help": "Run real-only, random-synthetic, BALD active learning and active synthesis over seeds."},
-    )
-    compare_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds for --compare."})
-    compare_methods: list[str] = field(
-        default_factory=lambda: list(METHODS),
-        metadata={"help": "Methods for --compare (several processes can share one output_dir, each with a subset)."},
     )
 
 
@@ -156,8 +151,9 @@ def load_task(script_args: ImageScriptArguments, config: ActiveSynthesisConfig, 
     label_column = config.label_column
     if script_args.dataset_name is None:
         splits = split_digits(train_per_class=script_args.train_per_class, seed=script_args.split_seed)
-        validation, pool = _split_validation(splits["pool"], script_args.eval_fraction, script_args.split_seed,
-                                             label_column)
+        validation, pool = _split_validation(
+            splits["pool"], script_args.eval_fraction, script_args.split_seed, label_column
+        )
         train, test, label_names = splits["train"], splits["test"], list(DIGITS_LABEL_NAMES)
     else:
         dataset = load_dataset(script_args.dataset_name)
@@ -166,14 +162,17 @@ def load_task(script_args: ImageScriptArguments, config: ActiveSynthesisConfig, 
             raise ValueError(f"{script_args.dataset_name} needs a ClassLabel column {label_column!r}.")
         label_names = list(full_train.features[label_column].names)
         per_class = script_args.train_per_class * len(label_names)
-        parts = full_train.train_test_split(train_size=per_class, seed=script_args.split_seed,
-                                            stratify_by_column=label_column)
+        parts = full_train.train_test_split(
+            train_size=per_class, seed=script_args.split_seed, stratify_by_column=label_column
+        )
         train = parts["train"]
-        validation, pool = _split_validation(parts["test"], script_args.eval_fraction, script_args.split_seed,
-                                             label_column)
+        validation, pool = _split_validation(
+            parts["test"], script_args.eval_fraction, script_args.split_seed, label_column
+        )
         test = dataset[script_args.test_split]
 
     if model_args.model_name_or_path is None:
+
         def make_model(seed: int) -> torch.nn.Module:
             return make_digits_classifier(model_args.architecture, seed=seed)
 
@@ -276,25 +275,17 @@ def build_trainer(task: ImageTask, config: ActiveSynthesisConfig, script_args: I
 def main(script_args: ImageScriptArguments, config: ActiveSynthesisConfig, model_args: ImageModelArguments):
     """Runs active synthesis once (or, with `--compare`, every method over `--compare_seeds`)."""
     task = load_task(script_args, config, model_args)
-    if script_args.compare:
-        report = run_comparison(
-            lambda run_config: build_trainer(task, run_config, script_args),
-            config,
-            config.output_dir,
-            test_dataset=task.test,
-            acquisition_pool=task.pool,
-            seeds=script_args.compare_seeds,
-            methods=script_args.compare_methods,
-            corruptions=IMAGE_CORRUPTIONS,
-            label_names=task.label_names,
-        )
-        logger.info("Comparison report: %s", report)
-        return report
-    trainer = build_trainer(task, config, script_args)
-    history = trainer.run_cycles(resume=script_args.resume)
-    return history
+    return run_or_compare(
+        script_args,
+        config,
+        lambda run_config: build_trainer(task, run_config, script_args),
+        test_dataset=task.test,
+        acquisition_pool=task.pool,
+        corruptions=IMAGE_CORRUPTIONS,
+        label_names=task.label_names,
+    )
 
 
 def cli(args: list[str] | None = None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     return main(*parse_args_and_config(make_parser(), args))

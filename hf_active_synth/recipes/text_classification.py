@@ -17,13 +17,13 @@ from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
 
 from ..config import ActiveSynthesisConfig
-from ..evaluation.compare import METHODS, run_comparison
 from ..filters import ExactDuplicateFilter, LabelAgreementFilter
 from ..filters.text import LengthFilter, NearDuplicateFilter, RealNearCopyFilter
 from ..generators.text import TextGenerationGenerator
 from ..text_data import load_sst2, minilm_path, sample_class_balanced, smollm2_gguf_path
 from ..trainer import ActiveSynthesisTrainer
 from .parsing import parse_args_and_config
+from .running import RunModeArguments, configure_logging, run_or_compare
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
-class TextScriptArguments:
+class TextScriptArguments(RunModeArguments):
     """Data, generator and run-mode arguments of the text recipe."""
 
     dataset_name: str = field(default="stanfordnlp/sst2", metadata={"help": "Hub id of the dataset (online)."})
@@ -80,18 +80,13 @@ class TextScriptArguments:
     max_new_tokens: int = field(default=40, metadata={"help": "New tokens per generated candidate."})
     num_shots: int = field(default=3, metadata={"help": "Uncertain real examples shown per prompt."})
     max_other_probability: float = field(
-        default=0.9, metadata={"help": "Label agreement: reject a sentence the ensemble gives the other class above this."}
+        default=0.9,
+        metadata={"help": "Label agreement: reject a sentence the ensemble gives the other class above this."},
     )
     max_real_overlap: float = field(
-        default=0.8, metadata={"help": "Privacy: reject sentences whose n-gram overlap with a training one exceeds this."}
+        default=0.8,
+        metadata={"help": "Privacy: reject sentences whose n-gram overlap with a training one exceeds this."},
     )
-    compare: bool = field(default=False, metadata={"help": "Run every baseline and active synthesis over seeds."})
-    compare_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds for --compare."})
-    compare_methods: list[str] = field(
-        default_factory=lambda: list(METHODS),
-        metadata={"help": "Methods for --compare (several processes can share one output_dir, each with a subset)."},
-    )
-    resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last cycle."})
 
 
 @dataclass
@@ -203,22 +198,17 @@ def build_trainer(task: TextTask, config: ActiveSynthesisConfig, script_args: Te
 def main(script_args: TextScriptArguments, config: ActiveSynthesisConfig, model_args: TextModelArguments):
     """Runs active synthesis once (or, with `--compare`, every method over `--compare_seeds`)."""
     task = load_task(script_args, config, model_args)
-    if script_args.compare:
-        return run_comparison(
-            lambda run_config: build_trainer(task, run_config, script_args),
-            config,
-            config.output_dir,
-            test_dataset=task.test,
-            acquisition_pool=task.pool,
-            seeds=script_args.compare_seeds,
-            methods=script_args.compare_methods,
-            corruptions=TEXT_CORRUPTIONS,
-            label_names=task.label_names,
-        )
-    trainer = build_trainer(task, config, script_args)
-    return trainer.run_cycles(resume=script_args.resume)
+    return run_or_compare(
+        script_args,
+        config,
+        lambda run_config: build_trainer(task, run_config, script_args),
+        test_dataset=task.test,
+        acquisition_pool=task.pool,
+        corruptions=TEXT_CORRUPTIONS,
+        label_names=task.label_names,
+    )
 
 
 def cli(args: list[str] | None = None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     return main(*parse_args_and_config(make_parser(), args))
