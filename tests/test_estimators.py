@@ -263,3 +263,22 @@ def test_lora_member_logits_are_differentiable_wrt_inputs(fitted_lora):
     for name in ("first_token", "mixed"):
         torch.testing.assert_close(gradients[name], gradients["sequential"], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(gradients["merged"], gradients["sequential"], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 4])
+def test_mc_dropout_accepts_stochastic_depth(tmp_path, seed):
+    # ConvNeXt samples through stochastic depth (whole residual branches per example), not nn.Dropout: with only
+    # two rows and two passes the dropout check used to find nothing for these seeds.
+    from hf_active_synth.digits import make_digits_classifier, preprocess_digits, split_digits
+
+    data = split_digits(train_per_class=2, seed=0)["train"]
+    args = ActiveSynthesisConfig(
+        output_dir=str(tmp_path / "run"), input_column="image", use_cpu=True, disable_tqdm=True, seed=seed
+    )
+    trainer = ActiveSynthesisTrainer(
+        model=make_digits_classifier("convnext", seed=seed), args=args, train_dataset=data,
+        preprocess=preprocess_digits, compute_metrics=None,
+    )
+    estimator = MCDropout(num_members=5, seed=seed).fit(trainer)
+    logits = estimator.member_logits(trainer.sample_model_inputs(num_rows=8))
+    assert not all(torch.equal(logits[..., 0], logits[..., k]) for k in range(1, 5))

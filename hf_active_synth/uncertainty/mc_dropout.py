@@ -62,13 +62,15 @@ class MCDropout(BatchedEstimator):
         return self
 
     def _check_has_dropout(self, trainer: ActiveSynthesisTrainer) -> None:
-        batch = trainer.sample_model_inputs(num_rows=2)
+        # Several rows and all K passes: sample-level noise such as stochastic depth can leave 2 rows x 2 passes
+        # unchanged by chance, and a false alarm here would stop a run that has something to sample.
+        batch = trainer.sample_model_inputs(num_rows=8)
         with torch.no_grad():
             logits = self.member_logits(self._to_device(batch))
-        if torch.equal(logits[..., 0], logits[..., 1]):
+        if all(torch.equal(logits[..., 0], logits[..., k]) for k in range(1, self.num_members)):
             raise ValueError(
-                f"MC dropout found nothing to sample: two passes of {type(self.model_).__name__} gave identical "
-                "logits, so the model has no active dropout. Raise its dropout probabilities (e.g. "
+                f"MC dropout found nothing to sample: {self.num_members} passes of {type(self.model_).__name__} gave "
+                "identical logits, so the model has no active dropout. Raise its dropout probabilities (e.g. "
                 "`hidden_dropout_prob` / `attention_probs_dropout_prob` in the config) or use "
                 "`uncertainty_method='deep_ensemble'` or `'lora_ensemble'`."
             )
