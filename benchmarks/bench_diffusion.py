@@ -20,8 +20,12 @@ from pathlib import Path
 
 import torch
 
-from hf_active_synth.digits import digits_to_model_inputs, make_digits_classifier, split_digits
-from hf_active_synth.digits import train_class_conditional_ddpm
+from hf_active_synth.digits import (
+    digits_to_model_inputs,
+    make_digits_classifier,
+    split_digits,
+    train_class_conditional_ddpm,
+)
 from hf_active_synth.generators.base import GenerationRequest, SynthesisTarget
 from hf_active_synth.generators.diffusion import DiffusionGenerator
 
@@ -56,19 +60,36 @@ def main() -> None:
     members = _Members([make_digits_classifier(seed=seed).eval() for seed in range(args.members)])
     per_target = max(1, args.samples // 10)
     targets = [
-        SynthesisTarget(target_id=i, label=int(train[i]["label"]), example_id=i, example=train[i]["image"],
-                        score=0.0, num_samples=per_target)
+        SynthesisTarget(
+            target_id=i,
+            label=int(train[i]["label"]),
+            example_id=i,
+            example=train[i]["image"],
+            score=0.0,
+            num_samples=per_target,
+        )
         for i in range(10)
     ]
     request = GenerationRequest(
-        targets=targets, cycle=1, seed=0, candidates_per_sample=1, input_column="image", label_column="label",
+        targets=targets,
+        cycle=1,
+        seed=0,
+        candidates_per_sample=1,
+        input_column="image",
+        label_column="label",
         estimator=members,
     )
     settings = {"unguided": 0.0, "guided": 0.2}
     timings: dict[str, list[float]] = {name: [] for name in settings}
     generators = {
-        name: DiffusionGenerator(pipeline, digits_to_model_inputs, guidance_scale=scale, label_scale=scale / 2,
-                                 num_inference_steps=args.steps, show_progress=False)
+        name: DiffusionGenerator(
+            pipeline,
+            digits_to_model_inputs,
+            guidance_scale=scale,
+            label_scale=scale / 2,
+            num_inference_steps=args.steps,
+            show_progress=False,
+        )
         for name, scale in settings.items()
     }
     generators["unguided"].generate(request)  # warm-up

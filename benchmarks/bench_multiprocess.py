@@ -145,7 +145,14 @@ def launch(args: argparse.Namespace, num_processes: int, threads: int, result_fi
     if num_processes == 1:
         accelerate += ["--cpu", "--num_processes", "1", "--num_machines", "1"]
     else:
-        accelerate += ["--config_file", str(CPU_2PROC), "--num_processes", str(num_processes), "--main_process_port", "0"]
+        accelerate += [
+            "--config_file",
+            str(CPU_2PROC),
+            "--num_processes",
+            str(num_processes),
+            "--main_process_port",
+            "0",
+        ]
     command = [
         *accelerate, "--mixed_precision", "no", "--dynamo_backend", "no",
         __file__, "--worker", "--result_file", str(result_file), "--work_dir", str(args.work_dir),
@@ -174,8 +181,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for label, num_processes, threads in SETTINGS:
             measured = launch(args, num_processes, threads, Path(tmp) / f"{num_processes}x{threads}.json")
             rows.append({"setting": label, **measured})
-            print(f"{label}: scoring {measured['scoring']['rows_per_second']:.0f} rows/s, generation "
-                  f"{measured['generation']['candidates_per_second']:.2f} candidates/s", flush=True)
+            print(
+                f"{label}: scoring {measured['scoring']['rows_per_second']:.0f} rows/s, generation "
+                f"{measured['generation']['candidates_per_second']:.2f} candidates/s",
+                flush=True,
+            )
     by_label = {row["setting"]: row for row in rows}
     two = by_label["2 procs x 1 thread"]
     ratios = {
@@ -223,8 +233,10 @@ def print_table(report: dict[str, Any]) -> None:
     print("| setting | scoring rows/s | generation candidates/s |")
     print("|---|---:|---:|")
     for row in report["results"]:
-        print(f"| {row['setting']} | {row['scoring']['rows_per_second']:.0f} | "
-              f"{row['generation']['candidates_per_second']:.2f} |")
+        print(
+            f"| {row['setting']} | {row['scoring']['rows_per_second']:.0f} | "
+            f"{row['generation']['candidates_per_second']:.2f} |"
+        )
     for name, ratio in report["ratios"].items():
         print(f"| ratio {name} | {ratio['scoring']:.2f}x | {ratio['generation']:.2f}x |")
 

@@ -55,7 +55,8 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-if TYPE_CHECKING:  # for type checkers and IDEs
+if TYPE_CHECKING:  # for type checkers and IDEs (the names are exported lazily above)
+    # ruff: noqa: F401
     from .acquisition import ACQUISITION_FUNCTIONS, bald, ensemble_variance, margin, predictive_entropy, random_scores
     from .config import ActiveSynthesisConfig
     from .cycle import ActiveSynthesisHistory, CycleResult

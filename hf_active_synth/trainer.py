@@ -158,8 +158,11 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         if train_dataset is None:
             raise ValueError("ActiveSynthesisTrainer needs `train_dataset`: the real labelled examples.")
         self.num_labels = infer_num_labels(probe_model, train_dataset, args.label_column)
-        for name, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset),
-                              ("pool_dataset", pool_dataset)):
+        for name, dataset in (
+            ("train_dataset", train_dataset),
+            ("eval_dataset", eval_dataset),
+            ("pool_dataset", pool_dataset),
+        ):
             if dataset is not None:
                 validate_dataset(
                     dataset,

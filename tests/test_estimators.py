@@ -276,8 +276,11 @@ def test_mc_dropout_accepts_stochastic_depth(tmp_path, seed):
         output_dir=str(tmp_path / "run"), input_column="image", use_cpu=True, disable_tqdm=True, seed=seed
     )
     trainer = ActiveSynthesisTrainer(
-        model=make_digits_classifier("convnext", seed=seed), args=args, train_dataset=data,
-        preprocess=preprocess_digits, compute_metrics=None,
+        model=make_digits_classifier("convnext", seed=seed),
+        args=args,
+        train_dataset=data,
+        preprocess=preprocess_digits,
+        compute_metrics=None,
     )
     estimator = MCDropout(num_members=5, seed=seed).fit(trainer)
     logits = estimator.member_logits(trainer.sample_model_inputs(num_rows=8))

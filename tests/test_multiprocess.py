@@ -163,8 +163,9 @@ def test_accelerate_configs_parse_like_accelerate_launch():
         nested = [*raw.get("deepspeed_config", {}), *raw.get("fsdp_config", {})]
         assert set(nested) <= launch_options, (name, sorted(set(nested) - launch_options))
         # What `accelerate launch --config_file` does with the file before starting any process.
-        args, defaults, _ = _validate_launch_command(launch_command_parser().parse_args(["--config_file", str(path),
-                                                                                           "script.py"]))
+        args, defaults, _ = _validate_launch_command(
+            launch_command_parser().parse_args(["--config_file", str(path), "script.py"])
+        )
         assert args.num_processes == num_processes and defaults.distributed_type.value == distributed_type
     multi_node = yaml.safe_load((CONFIGS / "multi_node.yaml").read_text())
     assert multi_node["num_machines"] == 2 and multi_node["main_process_ip"] and multi_node["machine_rank"] == 0
