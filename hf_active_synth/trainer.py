@@ -75,6 +75,14 @@ class SyntheticWeightedLossMixin:
 
     synthetic_loss_weight: float
 
+    def _use_weighted_loss(self, synthetic_loss_weight: float) -> None:
+        """Called after `Trainer.__init__`: our loss reads `labels` itself and returns a per-batch mean, so the
+        Trainer must neither pass loss kwargs nor assume the loss is already scaled for gradient accumulation."""
+        self.synthetic_loss_weight = synthetic_loss_weight
+        self.label_names = [LABELS_COLUMN]
+        self.model_accepts_loss_kwargs = False
+        self.loss_is_scaled_for_ga = False
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop(LABELS_COLUMN)
@@ -93,10 +101,7 @@ class _MemberTrainer(SyntheticWeightedLossMixin, Trainer):
 
     def __init__(self, *args, synthetic_loss_weight: float, **kwargs):
         super().__init__(*args, **kwargs)
-        self.synthetic_loss_weight = synthetic_loss_weight
-        self.label_names = [LABELS_COLUMN]
-        self.model_accepts_loss_kwargs = False
-        self.loss_is_scaled_for_ga = False
+        self._use_weighted_loss(synthetic_loss_weight)
 
 
 class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
@@ -177,8 +182,6 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         self.preprocess = preprocess or make_preprocess(processing_class, args.input_column, args.max_length)
         self.generator = generator
         self.filters = list(filters) if filters is not None else [LabelAgreementFilter(), ExactDuplicateFilter()]
-        self._publisher = publisher
-        self.synthetic_loss_weight = args.synthetic_loss_weight
         self.synthetic_dataset: Dataset | None = None  # raw accepted samples of every cycle so far
 
         if data_collator is None:
@@ -209,12 +212,9 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             compute_metrics=compute_metrics,
             **kwargs,
         )
-        # Our loss reads `labels` itself and returns a per-batch mean (the Trainer handles gradient accumulation).
-        self.label_names = [LABELS_COLUMN]
-        self.model_accepts_loss_kwargs = False
-        self.loss_is_scaled_for_ga = False
+        self._use_weighted_loss(args.synthetic_loss_weight)
         self.estimator = estimator if estimator is not None else self._default_estimator()
-        self.publisher = self._publisher if self._publisher is not None else self._default_publisher()
+        self.publisher = publisher if publisher is not None else self._default_publisher()
 
     def _default_publisher(self) -> Any:
         if not (self.args.publish_cycles or self.args.push_cycles_to_hub):
@@ -297,11 +297,11 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         member_trainer.train()
         return self.accelerator.unwrap_model(member_trainer.model)
 
-    def predict_member_logits(self, dataset: Dataset, *, raw: bool = True) -> torch.Tensor:
+    def predict_member_logits(self, dataset: Dataset) -> torch.Tensor:
         """Member logits `[N, C, K]` from the fitted estimator, sharded across processes and gathered in order.
 
         Args:
-            dataset (`datasets.Dataset`): Rows to score: raw rows (`raw=True`, preprocessed here) or model inputs.
+            dataset (`datasets.Dataset`): Raw rows to score (preprocessed here, each process only its share).
         """
         indices = list(range(len(dataset)))
         with self.accelerator.split_between_processes(indices) as shard:
@@ -309,7 +309,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             if shard:
                 # Each process preprocesses (not only scores) just its own contiguous share of the rows.
                 rows = dataset if len(shard) == len(dataset) else dataset.select(shard)
-                inputs = to_model_inputs(rows, self.preprocess, label_column=None, is_synthetic=False) if raw else rows
+                inputs = to_model_inputs(rows, self.preprocess, label_column=None, is_synthetic=False)
                 local = self.estimator.predict(inputs)
         if self.accelerator.num_processes == 1:
             return local
@@ -345,7 +345,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
             pool_logits = self._restore(store, completed[-1], history)
             start = completed[-1] + 1
         else:
-            pool_logits = self._run_cycle_zero(store, history)
+            pool_logits = self._run_training_only_cycle(0, store, history, estimate=self.args.synthesizes)
             start = 1
         stopper = PlateauStopper(self.args.plateau_patience, self.args.plateau_min_delta, self.args.cycle_metric)
         history.stop_reason = f"completed {self.args.num_cycles} cycles"
@@ -387,21 +387,23 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
                 "one CPU process group; see recipes/accelerate_configs/cpu_2proc.yaml."
             )
 
-    def _run_cycle_zero(self, store: CycleStore, history: ActiveSynthesisHistory) -> torch.Tensor:
+    def _run_training_only_cycle(
+        self, cycle: int, store: CycleStore, history: ActiveSynthesisHistory, estimate: bool
+    ) -> torch.Tensor:
+        """Train and evaluate on the current data, no synthesis: cycle 0, and every cycle of the real-only baseline.
+
+        With `estimate`, the pool is scored afterwards (the targets of the next cycle)."""
         timer = _StageTimer()
         with timer("train"):
-            self._train_stage(cycle=0)
+            self._train_stage(cycle)
         with timer("evaluate"):
             metrics = self._evaluate_stage()
         pool_logits = torch.empty(0)
-        if self.args.synthesizes:
+        if estimate:
             with timer("estimate"):
-                pool_logits = self._estimate_stage(cycle=0)
+                pool_logits = self._estimate_stage(cycle)
         result = CycleResult(
-            cycle=0,
-            eval_metrics=metrics,
-            stage_seconds=timer.seconds,
-            peak_memory_mb=_peak_memory_mb(),
+            cycle=cycle, eval_metrics=metrics, stage_seconds=timer.seconds, peak_memory_mb=_peak_memory_mb()
         )
         self._finish_cycle(store, history, result, accepted=None, pool_logits=pool_logits)
         return pool_logits
@@ -410,7 +412,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         self, cycle: int, store: CycleStore, history: ActiveSynthesisHistory, pool_logits: torch.Tensor
     ) -> torch.Tensor:
         if not self.args.synthesizes:
-            return self._run_real_only_cycle(cycle, store, history)
+            return self._run_training_only_cycle(cycle, store, history, estimate=False)
         timer = _StageTimer()
         targets = self._choose_targets(pool_logits, cycle)
         target_ids = [target.example_id for target in targets]
@@ -443,20 +445,6 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         )
         self._finish_cycle(store, history, result, accepted=accepted, pool_logits=new_pool_logits)
         return new_pool_logits
-
-    def _run_real_only_cycle(self, cycle: int, store: CycleStore, history: ActiveSynthesisHistory) -> torch.Tensor:
-        """The real-only baseline: the same retraining and evaluation, with no synthesis."""
-        timer = _StageTimer()
-        with timer("train"):
-            self._train_stage(cycle)
-        with timer("evaluate"):
-            metrics = self._evaluate_stage()
-        result = CycleResult(
-            cycle=cycle, eval_metrics=metrics, stage_seconds=timer.seconds, peak_memory_mb=_peak_memory_mb()
-        )
-        pool_logits = torch.empty(0)
-        self._finish_cycle(store, history, result, accepted=None, pool_logits=pool_logits)
-        return pool_logits
 
     def _stage_seed(self, cycle: int, stage: str) -> int:
         return self.args.seed + 1000 * cycle + _STAGE_SEED_OFFSETS[stage]
