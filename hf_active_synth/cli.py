@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .cycle import HISTORY_FILE
 from .evaluation.analysis import load_history
 from .evaluation.compare import EXTRAS_FILE
 from .evaluation.report import build_report, render_results_table
@@ -52,11 +53,11 @@ def _run(config_path: str, extra: list[str], compare: bool) -> None:
 
 def _report(output_dir: str) -> None:
     root = Path(output_dir)
-    if (root / "history.json").is_file():
+    if (root / HISTORY_FILE).is_file():
         results = {"active_synthesis": [load_history(root)]}
         extras = None
     else:
-        runs = sorted(root.glob("*/seed-*/history.json"))
+        runs = sorted(root.glob(f"*/seed-*/{HISTORY_FILE}"))
         if not runs:
             raise SystemExit(f"No history.json in {root} nor in {root}/<method>/seed-*/: is it a finished run?")
         results, extras = {}, {}

@@ -24,7 +24,7 @@ from typing import Any, Literal
 from datasets import Dataset
 
 from ..config import ActiveSynthesisConfig
-from ..cycle import CycleStore
+from ..cycle import HISTORY_FILE, CycleStore
 from ..data import to_model_inputs
 from ..filters import ExactDuplicateFilter
 from ..generators.pool import PoolAcquisitionGenerator
@@ -150,7 +150,7 @@ def run_one(
     """One method × seed: runs (or resumes, or reuses) its cycles and scores its final model."""
     run_dir = Path(run_config.output_dir)
     extras_path = run_dir / EXTRAS_FILE
-    history_path = run_dir / "history.json"
+    history_path = run_dir / HISTORY_FILE
     if extras_path.is_file() and history_path.is_file():
         logger.info("Reusing the finished run in %s.", run_dir)
         return json.loads(history_path.read_text()), json.loads(extras_path.read_text())

@@ -7,12 +7,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cycle import CHECKPOINT_DIR, CYCLE_FILE, HISTORY_FILE, SYNTHETIC_DIR  # noqa: F401  (the run's own layout)
+
 LOCAL_HUB_DIR = "hub"
 RUN_FILE = "active_synthesis.json"
-CYCLE_FILE = "cycle.json"
-HISTORY_FILE = "history.json"
-CHECKPOINT_DIR = "checkpoint"
-SYNTHETIC_DIR = "synthetic"
 SPLIT = "train"
 ALL_CONFIG = "all"
 # Local folder names of the repositories when no repository id is given.
