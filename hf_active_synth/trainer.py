@@ -648,19 +648,23 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, Trainer):
         return synthetic
 
     def _add_synthetic(self, accepted: Dataset) -> None:
+        """Appends a cycle's accepted samples; only the new rows are encoded (earlier ones already are)."""
         if self.synthetic_dataset is None:
             self.synthetic_dataset = accepted
         else:
             self.synthetic_dataset = concatenate_datasets([self.synthetic_dataset, accepted])
-        self._rebuild_train_dataset()
+        self.train_dataset = merge_model_inputs(self.train_dataset, self._encode_synthetic(accepted))
 
     def _rebuild_train_dataset(self) -> None:
-        synthetic_inputs = None
-        if self.synthetic_dataset is not None and len(self.synthetic_dataset) > 0:
-            synthetic_inputs = to_model_inputs(
-                self.synthetic_dataset, self.preprocess, label_column=self.args.label_column, is_synthetic=True
-            )
-        self.train_dataset = merge_model_inputs(self._real_train_inputs, synthetic_inputs)
+        """Real ∪ every accepted sample, encoded from scratch (after a resume)."""
+        self.train_dataset = merge_model_inputs(
+            self._real_train_inputs, self._encode_synthetic(self.synthetic_dataset)
+        )
+
+    def _encode_synthetic(self, synthetic: Dataset | None) -> Dataset | None:
+        if synthetic is None or len(synthetic) == 0:
+            return None
+        return to_model_inputs(synthetic, self.preprocess, label_column=self.args.label_column, is_synthetic=True)
 
     def _finish_cycle(
         self,
