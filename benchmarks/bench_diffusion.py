@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from hf_active_synth.digits import (
+from hf_active_synth.generators.base import GenerationRequest, SynthesisTarget
+from hf_active_synth.generators.diffusion import DiffusionGenerator
+from hf_active_synth.tasks.digits import (
     digits_to_model_inputs,
     make_digits_classifier,
     split_digits,
     train_class_conditional_ddpm,
 )
-from hf_active_synth.generators.base import GenerationRequest, SynthesisTarget
-from hf_active_synth.generators.diffusion import DiffusionGenerator
 
 
 class _Members:

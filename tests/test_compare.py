@@ -2,8 +2,7 @@
 
 import json
 
-from test_cycles import make_args
-from tiny import WordSwapGenerator, make_bert, make_text_dataset, make_tokenizer
+from tiny import WordSwapGenerator, make_args, make_bert, make_text_dataset, make_tokenizer
 
 from hf_active_synth import ActiveSynthesisTrainer
 from hf_active_synth.cycle import CycleStore

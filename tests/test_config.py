@@ -51,3 +51,16 @@ def test_help_renders():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--synthetic_loss_weight" in result.stdout and "--plateau_patience" in result.stdout
+
+
+def test_one_table_names_the_estimators():
+    from typing import get_args
+
+    from hf_active_synth.config import UncertaintyMethod
+    from hf_active_synth.uncertainty import ESTIMATORS, UncertaintyEstimator, make_estimator
+
+    assert set(get_args(UncertaintyMethod)) == set(ESTIMATORS)
+    for name in ESTIMATORS:
+        estimator = make_estimator(name, num_members=3, seed=7)
+        assert isinstance(estimator, UncertaintyEstimator)
+        assert estimator.num_members == 3 and estimator.seed == 7

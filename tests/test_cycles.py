@@ -5,44 +5,10 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
-from tiny import TinyMLP, WordSwapGenerator, make_bert, make_text_dataset, make_tokenizer, make_vector_dataset
+from tiny import TinyMLP, WordSwapGenerator, make_args, make_bert, make_trainer, make_vector_dataset
 
-from hf_active_synth import ActiveSynthesisConfig, ActiveSynthesisTrainer
+from hf_active_synth import ActiveSynthesisTrainer
 from hf_active_synth.cycle import CycleStore
-
-
-def make_args(tmp_path, name="run", **overrides):
-    settings = dict(
-        output_dir=str(tmp_path / name),
-        num_cycles=2,
-        synthetic_samples_per_cycle=6,
-        targets_per_class=2,
-        candidates_per_sample=3,
-        per_device_train_batch_size=8,
-        num_train_epochs=3,
-        learning_rate=5e-3,
-        ensemble_size=3,
-        uncertainty_method="mc_dropout",
-        plateau_patience=5,
-        use_cpu=True,
-        disable_tqdm=True,
-        logging_strategy="no",
-        max_length=16,
-        seed=0,
-    )
-    settings.update(overrides)
-    return ActiveSynthesisConfig(**settings)
-
-
-def make_trainer(tmp_path, generator=None, model=None, name="run", **overrides):
-    return ActiveSynthesisTrainer(
-        model=model if model is not None else make_bert(),
-        args=make_args(tmp_path, name, **overrides),
-        train_dataset=make_text_dataset(24, seed=0),
-        eval_dataset=make_text_dataset(24, seed=1),
-        processing_class=make_tokenizer(),
-        generator=generator if generator is not None else WordSwapGenerator(),
-    )
 
 
 def test_training_changes_parameters(tmp_path):

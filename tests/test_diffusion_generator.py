@@ -9,10 +9,11 @@ from datasets import ClassLabel, Image
 from image_helpers import LinearPixelEnsemble, tiny_class_conditional_pipeline, tiny_stable_diffusion
 
 from hf_active_synth.acquisition import ensemble_variance
-from hf_active_synth.digits import digits_to_model_inputs, images_to_tensor, split_digits
+from hf_active_synth.columns import PROVENANCE_COLUMNS
 from hf_active_synth.generators.base import REQUIRED_PROVENANCE_COLUMNS, GenerationRequest, SynthesisTarget
 from hf_active_synth.generators.diffusion import DiffusionGenerator, derive_sample_seed
 from hf_active_synth.generators.diffusion_guidance import EnsembleGuidanceCallback, label_log_probability
+from hf_active_synth.tasks.digits import digits_to_model_inputs, images_to_tensor, split_digits
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -216,6 +217,10 @@ def test_generator_output_rows_columns_and_provenance(ensemble):
     image = dataset[0]["image"]
     assert image.size == (8, 8) and image.mode == "L"
     assert dataset["synth_sample_seed"][1] == derive_sample_seed(0, 0, 1)
+    # Column order and types come from `hf_active_synth.columns`: input, label, required provenance, then extras.
+    assert dataset.column_names[:7] == ["image", "label", *REQUIRED_PROVENANCE_COLUMNS]
+    for name in dataset.column_names[2:]:
+        assert dataset.features[name] == PROVENANCE_COLUMNS[name].feature, name
 
 
 def test_generator_is_deterministic_per_seed(ensemble):

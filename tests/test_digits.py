@@ -11,7 +11,10 @@ from datasets import ClassLabel, Image
 from image_helpers import ModelEnsemble, train_classifier
 
 from hf_active_synth.acquisition import ensemble_variance
-from hf_active_synth.digits import (
+from hf_active_synth.generators.base import GenerationRequest, SynthesisTarget
+from hf_active_synth.generators.diffusion import DiffusionGenerator
+from hf_active_synth.generators.diffusion_pipeline import ClassConditionalImagePipeline
+from hf_active_synth.tasks.digits import (
     DIGITS_LABEL_NAMES,
     digits_to_model_inputs,
     images_to_tensor,
@@ -21,9 +24,6 @@ from hf_active_synth.digits import (
     split_digits,
     train_class_conditional_ddpm,
 )
-from hf_active_synth.generators.base import GenerationRequest, SynthesisTarget
-from hf_active_synth.generators.diffusion import DiffusionGenerator
-from hf_active_synth.generators.diffusion_pipeline import ClassConditionalImagePipeline
 
 
 @pytest.fixture(autouse=True, scope="module")

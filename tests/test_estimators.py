@@ -269,7 +269,7 @@ def test_lora_member_logits_are_differentiable_wrt_inputs(fitted_lora):
 def test_mc_dropout_accepts_stochastic_depth(tmp_path, seed):
     # ConvNeXt samples through stochastic depth (whole residual branches per example), not nn.Dropout: with only
     # two rows and two passes the dropout check used to find nothing for these seeds.
-    from hf_active_synth.digits import make_digits_classifier, preprocess_digits, split_digits
+    from hf_active_synth.tasks.digits import make_digits_classifier, preprocess_digits, split_digits
 
     data = split_digits(train_per_class=2, seed=0)["train"]
     args = ActiveSynthesisConfig(
@@ -285,3 +285,35 @@ def test_mc_dropout_accepts_stochastic_depth(tmp_path, seed):
     estimator = MCDropout(num_members=5, seed=seed).fit(trainer)
     logits = estimator.member_logits(trainer.sample_model_inputs(num_rows=8))
     assert not all(torch.equal(logits[..., 0], logits[..., k]) for k in range(1, 5))
+
+
+def test_estimators_fit_against_a_fit_context_that_is_not_a_trainer():
+    """`FitContext` names everything an estimator reads: a plain object with just that is enough for MC dropout."""
+    from types import SimpleNamespace
+
+    from transformers import default_data_collator
+
+    model = TinyMLP()
+    rows = make_vector_dataset(16).remove_columns("label").with_format("torch")
+
+    class Context:
+        num_labels = 2
+        data_collator = staticmethod(default_data_collator)
+        args = SimpleNamespace(per_device_eval_batch_size=4, device=torch.device("cpu"), disable_tqdm=True)
+        model_init = None
+
+        def call_model_init(self, trial=None):
+            raise AssertionError("MC dropout builds no model")
+
+        def current_model(self):
+            return model
+
+        def train_member(self, model, *, seed, name):
+            raise AssertionError("MC dropout trains no member")
+
+        def sample_model_inputs(self, num_rows=2):
+            return default_data_collator([rows[i] for i in range(num_rows)])
+
+    logits = MCDropout(num_members=3, seed=0).fit(Context()).predict(rows)
+    assert logits.shape == (16, 2, 3)
+    assert not torch.allclose(logits[..., 0], logits[..., 1])

@@ -9,7 +9,6 @@ import pytest
 import torch
 from datasets import Dataset, Features, Image, Value
 
-from hf_active_synth.digits import load_digits_dataset
 from hf_active_synth.filters.base import FilterContext
 from hf_active_synth.filters.image import (
     NEAREST_REAL_DISTANCE_COLUMN,
@@ -19,6 +18,7 @@ from hf_active_synth.filters.image import (
     RealismFilter,
     pairwise_distances,
 )
+from hf_active_synth.tasks.digits import load_digits_dataset
 
 
 @pytest.fixture(scope="module")

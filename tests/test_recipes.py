@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SHARED_DIR
 
 from hf_active_synth.cli import main as cli_main
 from hf_active_synth.recipes.parsing import parse_args_and_config
@@ -78,10 +77,7 @@ def test_image_recipe_end_to_end_and_report(tmp_path, capsys):
 
 
 @pytest.mark.e2e
-def test_text_recipe_end_to_end(tmp_path):
-    sst2 = SHARED_DIR / "data" / "sst2"
-    if not sst2.is_dir():
-        pytest.skip(f"SST-2 is not at {sst2} (the shared data folder is absent)")
+def test_text_recipe_end_to_end(tmp_path, sst2_dir):
     from hf_active_synth.recipes.text_classification import cli
 
     history = cli(
@@ -89,7 +85,7 @@ def test_text_recipe_end_to_end(tmp_path):
             "--config",
             str(ROOT / "recipes" / "configs" / "sst2.yaml"),
             "--dataset_path",
-            str(sst2),
+            str(sst2_dir),
             "--output_dir",
             str(tmp_path / "sst2"),
             "--train_budget",

@@ -11,10 +11,9 @@ import pytest
 from PIL import Image
 
 from hf_active_synth.evaluation import analysis
-from hf_active_synth.evaluation.report import (
-    PLOT_FILES,
-    build_report,
-    data_efficiency_summary,
+from hf_active_synth.evaluation.report import PLOT_FILES, build_report
+from hf_active_synth.evaluation.summary import data_efficiency_summary
+from hf_active_synth.evaluation.tables import (
     format_mean_std,
     markdown_table,
     render_compute_table,

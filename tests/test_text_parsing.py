@@ -141,3 +141,13 @@ def test_odd_outputs_never_crash(raw):
     result = parse_generation(raw)
     assert all(text.strip() for text in result.texts)
     assert result.num_junk >= 0
+
+
+def test_one_word_answers_are_junk_and_the_next_line_is_used():
+    assert parse_generation("In") == ParseResult(texts=[], num_junk=1)
+    assert parse_generation("Great!\nA warm, funny film.", max_texts=1) == ParseResult(
+        texts=["A warm, funny film."], num_junk=1
+    )
+    assert parse_generation("Dreadful.", min_words=1).texts == ["Dreadful."]
+    with pytest.raises(ValueError, match="min_words"):
+        parse_generation("x", min_words=0)

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import torch
 from datasets import load_dataset, load_from_disk
-from test_cycles import make_args
-from tiny import WordSwapGenerator, make_bert, make_text_dataset, make_tokenizer
+from tiny import WordSwapGenerator, make_args, make_bert, make_text_dataset, make_tokenizer
 from transformers import BertForSequenceClassification
 
 from hf_active_synth import ActiveSynthesisTrainer

@@ -10,6 +10,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
+from hf_active_synth import ActiveSynthesisConfig, ActiveSynthesisTrainer
 from hf_active_synth.generators.base import GenerationRequest
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb", "fun", "warm", "bright"]
@@ -119,3 +120,39 @@ def make_vector_dataset(num_rows: int, seed: int = 0, in_features: int = 8) -> D
     features = torch.randn(num_rows, in_features, generator=generator) + labels[:, None] * 1.5
     schema = Features({"features": Sequence(Value("float32")), "label": ClassLabel(names=["a", "b"])})
     return Dataset.from_dict({"features": features.tolist(), "label": labels.tolist()}, features=schema)
+
+
+def make_args(tmp_path, name="run", **overrides) -> ActiveSynthesisConfig:
+    """The loop settings of the core tests: 2 cycles of 6 samples, tiny training, MC dropout, on CPU."""
+    settings = dict(
+        output_dir=str(tmp_path / name),
+        num_cycles=2,
+        synthetic_samples_per_cycle=6,
+        targets_per_class=2,
+        candidates_per_sample=3,
+        per_device_train_batch_size=8,
+        num_train_epochs=3,
+        learning_rate=5e-3,
+        ensemble_size=3,
+        uncertainty_method="mc_dropout",
+        plateau_patience=5,
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_strategy="no",
+        max_length=16,
+        seed=0,
+    )
+    settings.update(overrides)
+    return ActiveSynthesisConfig(**settings)
+
+
+def make_trainer(tmp_path, generator=None, model=None, name="run", **overrides) -> ActiveSynthesisTrainer:
+    """A trainer on the tiny BERT and text data, with `WordSwapGenerator` unless told otherwise."""
+    return ActiveSynthesisTrainer(
+        model=model if model is not None else make_bert(),
+        args=make_args(tmp_path, name, **overrides),
+        train_dataset=make_text_dataset(24, seed=0),
+        eval_dataset=make_text_dataset(24, seed=1),
+        processing_class=make_tokenizer(),
+        generator=generator if generator is not None else WordSwapGenerator(),
+    )

@@ -2,7 +2,8 @@
 
 - `metrics`: `load_metric`, `make_compute_metrics` (a `Trainer` `compute_metrics` giving accuracy, macro-F1, ECE).
 - `corruptions`: image and text corruptions with severities 1-5, and `corrupt_dataset`.
-- `analysis`, `plots`, `report`: numbers, figures and `report.md` from run histories (`build_report`).
+- `analysis`, `summary`, `tables`, `plots`, `report`: per-run numbers, the comparison summary computed once from them,
+  its markdown tables, figures, and `report.md` + `summary.json` (`build_report`).
 """
 
 from .analysis import load_history, load_results, samples_to_reach
@@ -27,7 +28,8 @@ from .metrics import (
     load_metric,
     make_compute_metrics,
 )
-from .report import build_report, render_results_table
+from .report import build_report
+from .tables import render_results_table
 
 __all__ = [
     "CORRUPTIONS",

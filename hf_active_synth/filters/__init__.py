@@ -4,7 +4,34 @@ Generic filters are here; modality-specific ones live in `filters.text` (length,
 near-copies of real sentences) and `filters.image` (near-duplicates, privacy near-copies, realism).
 """
 
-from .base import Filter, FilterContext
+from .base import Filter, FilterContext, real_data_filter_names
 from .generic import ExactDuplicateFilter, LabelAgreementFilter
 
-__all__ = ["ExactDuplicateFilter", "Filter", "FilterContext", "LabelAgreementFilter"]
+__all__ = [
+    "ExactDuplicateFilter",
+    "Filter",
+    "FilterContext",
+    "LabelAgreementFilter",
+    "builtin_real_data_filter_names",
+    "real_data_filter_names",
+]
+
+
+def builtin_real_data_filter_names() -> frozenset[str]:
+    """Names of the library's own filters that check candidates against the real training data.
+
+    A card rendered from a run's history alone (which records filter names, not filter objects) uses these.
+    """
+    from . import image, text  # imported here: each pulls in its modality's stack
+
+    builtin = (
+        LabelAgreementFilter,
+        ExactDuplicateFilter,
+        text.LengthFilter,
+        text.NearDuplicateFilter,
+        text.RealNearCopyFilter,
+        image.NearDuplicateFilter,
+        image.NearCopyFilter,
+        image.RealismFilter,
+    )
+    return real_data_filter_names(builtin)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -32,6 +33,11 @@ class FilterContext:
 class Filter(Protocol):
     """Keeps a subset of candidate rows. `name` labels its counts in the cycle history.
 
+    `checks_real_data` says whether the filter drops candidates for being too close to the real training data (a
+    privacy check, such as a near-copy filter): the dataset card reports what such a filter removed as too close to a
+    real example. A filter that compares candidates with each other, or looks at the real data for another reason
+    (realism), sets it to `False`.
+
     Candidates arrive scored: besides the generator's columns they carry `synth_score` (acquisition score under
     the ensemble), `synth_label_probability` (ensemble-mean probability of the intended label),
     `synth_predicted_label` and `synth_predicted_probability` (the ensemble-mean argmax and its probability).
@@ -39,5 +45,14 @@ class Filter(Protocol):
     """
 
     name: str
+    checks_real_data: bool
 
     def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset: ...
+
+
+def real_data_filter_names(filters: Iterable[Filter]) -> frozenset[str]:
+    """Names of the filters that check candidates against the real training data (`checks_real_data`).
+
+    A filter written before the flag existed (without the attribute) counts as not checking the real data.
+    """
+    return frozenset(f.name for f in filters if getattr(f, "checks_real_data", False))

@@ -8,14 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..generators.base import LABEL_PROBABILITY_COLUMN
+from ..columns import LABEL_PROBABILITY_COLUMN, PREDICTED_LABEL_COLUMN, PREDICTED_PROBABILITY_COLUMN
 from .base import FilterContext
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
-PREDICTED_LABEL_COLUMN = "synth_predicted_label"
-PREDICTED_PROBABILITY_COLUMN = "synth_predicted_probability"
+__all__ = [
+    "PREDICTED_LABEL_COLUMN",  # defined in `hf_active_synth.columns`; importable from here too
+    "PREDICTED_PROBABILITY_COLUMN",
+    "ExactDuplicateFilter",
+    "LabelAgreementFilter",
+    "content_fingerprint",
+]
 
 
 class LabelAgreementFilter:
@@ -29,6 +34,7 @@ class LabelAgreementFilter:
     """
 
     name = "label_agreement"
+    checks_real_data = False
 
     def __init__(self, max_other_probability: float = 0.9, min_label_probability: float = 0.0):
         if not 0.0 <= max_other_probability <= 1.0 or not 0.0 <= min_label_probability <= 1.0:
@@ -61,6 +67,9 @@ class ExactDuplicateFilter:
     """Drops candidates identical to an earlier candidate, a real training example, or an already accepted sample."""
 
     name = "exact_duplicate"
+    # Most of what it drops repeats another candidate or an accepted sample, so its count cannot be reported as
+    # copies of real data; the near-copy filters are the privacy checks.
+    checks_real_data = False
 
     def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
         seen = {content_fingerprint(value) for value in context.real_dataset[context.input_column]}

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
-from datasets import Value
 
-from ..generators.base import SCORE_COLUMN
+from ..columns import NEAREST_REAL_DISTANCE_COLUMN, REALISM_COLUMN, SCORE_COLUMN, column_feature
 from ..image_utils import pil_to_tensor, to_pil_image
 from .base import FilterContext
 
@@ -24,8 +23,6 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 Metric = Literal["l2", "cosine"]
-NEAREST_REAL_DISTANCE_COLUMN = "synth_nearest_real_distance"
-REALISM_COLUMN = "synth_realism"
 
 
 def _geometry(images: list[Any]) -> tuple[int, tuple[int, int]]:
@@ -59,9 +56,12 @@ def pairwise_distances(a: torch.Tensor, b: torch.Tensor, metric: Metric) -> torc
     raise ValueError(f"Unknown metric {metric!r}: use 'l2' (RMS pixel distance) or 'cosine'.")
 
 
-def _without(candidates: Dataset, column: str) -> Dataset:
+def _with_column(candidates: Dataset, column: str, values: list[float]) -> Dataset:
+    """`candidates` with the provenance column `column` set to `values`, typed as `hf_active_synth.columns` says."""
     # Re-running a filter (a resumed cycle) replaces its column instead of failing on a duplicate.
-    return candidates.remove_columns(column) if column in candidates.column_names else candidates
+    if column in candidates.column_names:
+        candidates = candidates.remove_columns(column)
+    return candidates.add_column(column, values, feature=column_feature(column))
 
 
 def _check_threshold(threshold: float, metric: str) -> None:
@@ -84,6 +84,7 @@ class NearDuplicateFilter:
     """
 
     name = "near_duplicate"
+    checks_real_data = False  # compares candidates with each other only
 
     def __init__(self, threshold: float = 0.03, metric: Metric = "l2", same_label_only: bool = False):
         self.threshold = threshold
@@ -127,6 +128,7 @@ class NearCopyFilter:
     """
 
     name = "near_copy"
+    checks_real_data = True
 
     def __init__(self, threshold: float = 0.04, metric: Metric = "l2", batch_size: int = 1024):
         self.threshold = threshold
@@ -149,11 +151,10 @@ class NearCopyFilter:
 
     def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
         _check_threshold(self.threshold, self.metric)
-        candidates = _without(candidates, NEAREST_REAL_DISTANCE_COLUMN)
         if len(candidates) == 0:
-            return candidates.add_column(NEAREST_REAL_DISTANCE_COLUMN, [], feature=Value("float64"))
+            return _with_column(candidates, NEAREST_REAL_DISTANCE_COLUMN, [])
         distances = self.nearest_real_distances(candidates, context)
-        candidates = candidates.add_column(NEAREST_REAL_DISTANCE_COLUMN, distances.tolist(), feature=Value("float64"))
+        candidates = _with_column(candidates, NEAREST_REAL_DISTANCE_COLUMN, distances.tolist())
         return candidates.select(np.flatnonzero(distances >= self.threshold))
 
 
@@ -177,6 +178,8 @@ class RealismFilter:
     """
 
     name = "realism"
+    # It looks at the real images, but drops candidates for looking synthetic, not for being close to one of them.
+    checks_real_data = False
 
     def __init__(
         self,
@@ -231,11 +234,10 @@ class RealismFilter:
     def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
         if self.min_realism is not None and not 0.0 <= self.min_realism <= 1.0:
             raise ValueError(f"min_realism is a probability: pass a value in [0, 1] or None, got {self.min_realism}.")
-        candidates = _without(candidates, REALISM_COLUMN)
         if len(candidates) == 0:
-            return candidates.add_column(REALISM_COLUMN, [], feature=Value("float64"))
+            return _with_column(candidates, REALISM_COLUMN, [])
         scores = self.realism_scores(candidates, context)
-        candidates = candidates.add_column(REALISM_COLUMN, scores.tolist(), feature=Value("float64"))
+        candidates = _with_column(candidates, REALISM_COLUMN, scores.tolist())
         if self.min_realism is None:
             return candidates
         return candidates.select(np.flatnonzero(~(scores < self.min_realism)))  # NaN (unknown) is kept

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from scipy import sparse
 
-from ..generators.base import SCORE_COLUMN
+from ..columns import MAX_REAL_OVERLAP_COLUMN, SCORE_COLUMN
 from .base import FilterContext
 
 if TYPE_CHECKING:
@@ -31,9 +31,6 @@ __all__ = [
     "shingles",
     "text_overlap",
 ]
-
-MAX_REAL_OVERLAP_COLUMN = "synth_max_real_overlap"
-"""Added by `RealNearCopyFilter`: each candidate's highest overlap with any real training text."""
 
 Unit = Literal["char", "word"]
 Metric = Literal["jaccard", "containment"]
@@ -157,6 +154,7 @@ class LengthFilter:
     """
 
     name = "length"
+    checks_real_data = False
 
     def __init__(self, min_words: int = 3, max_words: int | None = 64):
         if min_words < 0 or (max_words is not None and max_words < min_words):
@@ -188,6 +186,7 @@ class NearDuplicateFilter:
     """
 
     name = "near_duplicate"
+    checks_real_data = False  # compares candidates with each other and with accepted synthetic samples
 
     def __init__(self, threshold: float = 0.7, n: int = 5, unit: Unit = "char", metric: Metric = "jaccard"):
         if not 0.0 < threshold <= 1.0:
@@ -242,6 +241,7 @@ class RealNearCopyFilter:
     """
 
     name = "real_near_copy"
+    checks_real_data = True
 
     def __init__(
         self,

@@ -11,23 +11,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+# The provenance columns are defined, typed and described in `hf_active_synth.columns`; their names stay importable
+# from here.
+from ..columns import (  # noqa: F401
+    CYCLE_COLUMN,
+    GENERATOR_COLUMN,
+    LABEL_PROBABILITY_COLUMN,
+    REQUIRED_PROVENANCE_COLUMNS,
+    SCORE_COLUMN,
+    SEED_IDS_COLUMN,
+    TARGET_ID_COLUMN,
+    TARGET_LABEL_COLUMN,
+    TARGET_UNCERTAINTY_COLUMN,
+)
+
 if TYPE_CHECKING:
     from datasets import Dataset
 
     from ..uncertainty.base import UncertaintyEstimator
-
-# Provenance columns every generator must fill, one value per candidate row.
-CYCLE_COLUMN = "synth_cycle"
-GENERATOR_COLUMN = "synth_generator"
-TARGET_ID_COLUMN = "synth_target_id"
-TARGET_LABEL_COLUMN = "synth_target_label"
-SEED_IDS_COLUMN = "synth_seed_example_ids"
-REQUIRED_PROVENANCE_COLUMNS = (CYCLE_COLUMN, GENERATOR_COLUMN, TARGET_ID_COLUMN, TARGET_LABEL_COLUMN, SEED_IDS_COLUMN)
-
-# Columns the loop adds after scoring candidates.
-SCORE_COLUMN = "synth_score"
-LABEL_PROBABILITY_COLUMN = "synth_label_probability"
-TARGET_UNCERTAINTY_COLUMN = "synth_target_uncertainty"
 
 
 @dataclass(frozen=True)

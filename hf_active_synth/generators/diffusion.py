@@ -21,31 +21,25 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from datasets import ClassLabel, Dataset, Features, List, Value
+from datasets import ClassLabel, Dataset, Value
 from datasets import Image as ImageFeature
 from tqdm.auto import tqdm
 
 from ..acquisition import AcquisitionFunction
-from ..image_utils import pil_to_tensor, tensor_to_pil
-from .base import (
-    CYCLE_COLUMN,
-    GENERATOR_COLUMN,
-    SEED_IDS_COLUMN,
-    TARGET_ID_COLUMN,
-    TARGET_LABEL_COLUMN,
-    GenerationRequest,
-    SynthesisTarget,
+from ..columns import (  # noqa: F401  (the column names stay importable from here)
+    ACQUISITION_COLUMN,
+    GUIDANCE_SCALE_COLUMN,
+    LABEL_SCALE_COLUMN,
+    NUM_STEPS_COLUMN,
+    PROMPT_COLUMN,
+    SAMPLE_SEED_COLUMN,
+    STRENGTH_COLUMN,
+    build_candidates,
 )
+from ..image_utils import pil_to_tensor, tensor_to_pil
+from .base import GenerationRequest, SynthesisTarget
 from .diffusion_guidance import EnsembleGuidanceCallback, ImagesToModelInputs, resolve_acquisition
 from .diffusion_pipeline import ClassConditionalImagePipeline
-
-GUIDANCE_SCALE_COLUMN = "synth_guidance_scale"
-LABEL_SCALE_COLUMN = "synth_label_scale"
-ACQUISITION_COLUMN = "synth_guidance_acquisition"
-STRENGTH_COLUMN = "synth_strength"
-NUM_STEPS_COLUMN = "synth_num_inference_steps"
-SAMPLE_SEED_COLUMN = "synth_sample_seed"
-PROMPT_COLUMN = "synth_prompt"
 
 
 def derive_sample_seed(seed: int, target_id: int, candidate_index: int) -> int:
@@ -303,37 +297,24 @@ class DiffusionGenerator:
     ) -> Dataset:
         label_feature = ClassLabel(names=list(request.label_names)) if request.label_names else Value("int64")
         acquisition = self.acquisition if isinstance(self.acquisition, str) else self.acquisition.__name__
-        columns: dict[str, list] = {
-            request.input_column: images,
-            request.label_column: [job.target.label for job in jobs],
-            CYCLE_COLUMN: [request.cycle] * len(jobs),
-            GENERATOR_COLUMN: [self.name] * len(jobs),
-            TARGET_ID_COLUMN: [job.target.target_id for job in jobs],
-            TARGET_LABEL_COLUMN: [job.target.label for job in jobs],
-            SEED_IDS_COLUMN: [[job.target.example_id] if from_image else [] for job in jobs],
-            GUIDANCE_SCALE_COLUMN: [self.guidance_scale if guided else 0.0] * len(jobs),
-            LABEL_SCALE_COLUMN: [self.label_scale if guided else 0.0] * len(jobs),
-            ACQUISITION_COLUMN: [acquisition if guided else None] * len(jobs),
-            STRENGTH_COLUMN: [self.strength if from_image else None] * len(jobs),
-            NUM_STEPS_COLUMN: [self.num_inference_steps] * len(jobs),
+        size = len(jobs)
+        extra: dict[str, list] = {
+            GUIDANCE_SCALE_COLUMN: [self.guidance_scale if guided else 0.0] * size,
+            LABEL_SCALE_COLUMN: [self.label_scale if guided else 0.0] * size,
+            ACQUISITION_COLUMN: [acquisition if guided else None] * size,
+            STRENGTH_COLUMN: [self.strength if from_image else None] * size,
+            NUM_STEPS_COLUMN: [self.num_inference_steps] * size,
             SAMPLE_SEED_COLUMN: [job.seed for job in jobs],
         }
-        features = {
-            request.input_column: ImageFeature(),
-            request.label_column: label_feature,
-            CYCLE_COLUMN: Value("int64"),
-            GENERATOR_COLUMN: Value("string"),
-            TARGET_ID_COLUMN: Value("int64"),
-            TARGET_LABEL_COLUMN: Value("int64"),
-            SEED_IDS_COLUMN: List(Value("int64")),
-            GUIDANCE_SCALE_COLUMN: Value("float64"),
-            LABEL_SCALE_COLUMN: Value("float64"),
-            ACQUISITION_COLUMN: Value("string"),
-            STRENGTH_COLUMN: Value("float64"),
-            NUM_STEPS_COLUMN: Value("int64"),
-            SAMPLE_SEED_COLUMN: Value("int64"),
-        }
         if not self.is_class_conditional:
-            columns[PROMPT_COLUMN] = [self._prompt(job.target.label, request.label_names) for job in jobs]
-            features[PROMPT_COLUMN] = Value("string")
-        return Dataset.from_dict(columns, features=Features(features))
+            extra[PROMPT_COLUMN] = [self._prompt(job.target.label, request.label_names) for job in jobs]
+        return build_candidates(
+            {request.input_column: images, request.label_column: [job.target.label for job in jobs]},
+            features={request.input_column: ImageFeature(), request.label_column: label_feature},
+            cycle=request.cycle,
+            generator=self.name,
+            target_ids=[job.target.target_id for job in jobs],
+            target_labels=[job.target.label for job in jobs],
+            seed_example_ids=[[job.target.example_id] if from_image else [] for job in jobs],
+            extra=extra,
+        )

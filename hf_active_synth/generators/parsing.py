@@ -208,7 +208,9 @@ def _drop_trailing_chatter(text: str) -> tuple[str, int]:
     return text, 0
 
 
-def parse_generation(text: str, label_names: Sequence[str] | None = None, max_texts: int | None = None) -> ParseResult:
+def parse_generation(
+    text: str, label_names: Sequence[str] | None = None, max_texts: int | None = None, min_words: int = 2
+) -> ParseResult:
     """Extracts clean candidate texts from one raw model output.
 
     Every non-empty line is a potential candidate. Preamble lines ("Sure! Here's one:", "New negative review:") are
@@ -223,6 +225,8 @@ def parse_generation(text: str, label_names: Sequence[str] | None = None, max_te
             that annotate one, are recognised with them ("positive", "negative" and "neutral" are always known).
         max_texts (`int`, *optional*): Stop after this many candidates; lines after it are neither parsed nor
             counted as junk.
+        min_words (`int`, defaults to 2): Candidates with fewer whitespace-separated words are junk: a one-word
+            reply ("In", "Great!") is a truncated or degenerate answer, not a training sentence.
 
     Returns:
         `ParseResult`: the candidate texts and the number of junk lines dropped.
@@ -238,6 +242,8 @@ def parse_generation(text: str, label_names: Sequence[str] | None = None, max_te
         raise TypeError(f"parse_generation expects the decoded model output as a str, got {type(text).__name__}.")
     if max_texts is not None and max_texts < 1:
         raise ValueError(f"max_texts must be >= 1 (or None for no limit), got {max_texts}.")
+    if min_words < 1:
+        raise ValueError(f"min_words must be >= 1, got {min_words}.")
     label_words = _label_words(label_names)
     lines = [line.strip() for line in _SPECIAL_TOKEN.sub("\n", text).splitlines()]
     lines = [line for line in lines if line and not _CODE_FENCE.match(line)]
@@ -256,7 +262,7 @@ def parse_generation(text: str, label_names: Sequence[str] | None = None, max_te
         candidate, dropped = _drop_trailing_chatter(candidate)
         num_junk += dropped
         candidate = _strip_quotes(candidate)
-        if not re.search(r"[^\W\d_]", candidate):
+        if not re.search(r"[^\W\d_]", candidate) or len(candidate.split()) < min_words:
             num_junk += 1
             continue
         texts.append(re.sub(r"\s+", " ", candidate))

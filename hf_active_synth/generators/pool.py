@@ -8,18 +8,13 @@ the baseline runs through the same code path, budget and estimator as active syn
 
 from __future__ import annotations
 
-from datasets import Dataset, Sequence, Value
+from datasets import Dataset
 
-from .base import (
-    CYCLE_COLUMN,
-    GENERATOR_COLUMN,
-    SEED_IDS_COLUMN,
-    TARGET_ID_COLUMN,
-    TARGET_LABEL_COLUMN,
-    GenerationRequest,
-)
+from ..columns import POOL_INDEX_COLUMN, build_candidates
+from .base import GenerationRequest
 
-POOL_INDEX_COLUMN = "synth_pool_index"
+__all__ = ["NO_TARGET", "POOL_INDEX_COLUMN", "PoolAcquisitionGenerator"]
+
 NO_TARGET = -1
 
 
@@ -48,14 +43,12 @@ class PoolAcquisitionGenerator:
             raise ValueError("The acquisition pool is empty: there is nothing left to acquire.")
         rows = self.pool.select_columns([request.input_column, request.label_column])
         size = len(rows)
-        provenance = {
-            CYCLE_COLUMN: [request.cycle] * size,
-            GENERATOR_COLUMN: [self.name] * size,
-            TARGET_ID_COLUMN: [NO_TARGET] * size,
-            TARGET_LABEL_COLUMN: list(rows[request.label_column]),
-            SEED_IDS_COLUMN: [[] for _ in range(size)],
-            POOL_INDEX_COLUMN: list(range(size)),
-        }
-        for column, values in provenance.items():
-            rows = rows.add_column(column, values)
-        return rows.cast_column(SEED_IDS_COLUMN, Sequence(Value("int64")))
+        return build_candidates(
+            rows,
+            cycle=request.cycle,
+            generator=self.name,
+            target_ids=[NO_TARGET] * size,
+            target_labels=list(rows[request.label_column]),
+            seed_example_ids=[[] for _ in range(size)],
+            extra={POOL_INDEX_COLUMN: list(range(size))},
+        )

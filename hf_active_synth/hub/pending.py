@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..cards import redact
 from .files import write_text_atomic
 from .retry import PUSH_ERRORS, is_transient_error
+from .secrets import redact
 
 logger = logging.getLogger(__package__)  # `hf_active_synth.hub`: one logger for the whole package
 

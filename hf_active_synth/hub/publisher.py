@@ -6,20 +6,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from huggingface_hub import HfApi
 
-from ..cards import scrub_settings
 from .layout import CYCLE_FILE, HISTORY_FILE, RUN_FILE, HubLayout, branch_name, config_name, tag_name
 from .pending import PENDING_FILE, PendingPush, PendingQueue
 from .retry import call_with_retries
+from .secrets import scrub_settings
 from .stage_dataset import REAL_DATA_COLUMNS, stage_dataset
 from .stage_model import stage_model_branch, stage_model_main
 from .transfer import download_revision, upload_push
+
+if TYPE_CHECKING:
+    from ..cycle import ActiveSynthesisHistory, CycleResult
 
 logger = logging.getLogger(__package__)  # `hf_active_synth.hub`: one logger for the whole package
 
@@ -47,11 +50,13 @@ class PublishResult:
     pending: list[str] = field(default_factory=list)
 
 
+@dataclass(repr=False, eq=False)
 class HubPublisher:
     """Publishes every cycle of an active-synthesis run as Hub-native artifacts, locally or on the Hub.
 
-    The constructor only stores its arguments (no network, no files). The trainer calls `retry_pending()` when a
-    run starts and `publish_cycle(...)` after it has written `output_dir/cycle-k/`, on the main process only.
+    The constructor only stores its arguments (no network, no files). It is a [`CycleCallback`]: the trainer calls
+    `on_run_start()` (`retry_pending()`) when a run starts and `on_cycle_end(...)` (`publish_cycle(...)`) after it
+    has written `output_dir/cycle-k/`, on the main process only.
 
     Args:
         output_dir (`str` or `os.PathLike`): The run's output directory (holds `cycle-k/` and `history.json`).
@@ -73,46 +78,37 @@ class HubPublisher:
         include_real_data (`bool`, defaults to `False`): Publish columns that hold real training data
             (`real_data_columns`). Only set it when the real data may be published.
         real_data_columns (`Sequence[str]`, defaults to `REAL_DATA_COLUMNS`): Those columns.
+        real_data_filters (`Collection[str]`, *optional*): Names of the run's filters that compare candidates with
+            the real data (`Filter.checks_real_data`), for the dataset card's privacy section; `None`: the library's
+            own filters.
         max_retries (`int`, defaults to 4): Retries of a transient failure (5xx, 429, timeouts) per Hub operation.
         retry_base_wait (`float`, defaults to 1.0): First backoff wait, in seconds (doubles each retry).
         retry_max_wait (`float`, defaults to 30.0): Longest backoff wait, in seconds.
+        cycle_metric (`str`, defaults to `"eval_accuracy"`): The metric that picks the best cycle (pushed to `main`)
+            in `on_cycle_end`.
     """
 
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        model_repo_id: str | None = None,
-        dataset_repo_id: str | None = None,
-        *,
-        push_to_hub: bool = False,
-        token: str | None = None,
-        private: bool = True,
-        local_hub_dir: str | os.PathLike | None = None,
-        run_settings: Mapping[str, Any] | None = None,
-        include_real_data: bool = False,
-        real_data_columns: Sequence[str] = REAL_DATA_COLUMNS,
-        max_retries: int = 4,
-        retry_base_wait: float = 1.0,
-        retry_max_wait: float = 30.0,
-    ):
-        self.output_dir = output_dir
-        self.model_repo_id = model_repo_id
-        self.dataset_repo_id = dataset_repo_id
-        self.push_to_hub = push_to_hub
-        self.token = token
-        self.private = private
-        self.local_hub_dir = local_hub_dir
-        self.run_settings = run_settings
-        self.include_real_data = include_real_data
-        self.real_data_columns = real_data_columns
-        self.max_retries = max_retries
-        self.retry_base_wait = retry_base_wait
-        self.retry_max_wait = retry_max_wait
+    output_dir: str | os.PathLike
+    model_repo_id: str | None = None
+    dataset_repo_id: str | None = None
+    _: KW_ONLY
+    push_to_hub: bool = False
+    token: str | None = None
+    private: bool = True
+    local_hub_dir: str | os.PathLike | None = None
+    run_settings: Mapping[str, Any] | None = None
+    include_real_data: bool = False
+    real_data_columns: Sequence[str] = REAL_DATA_COLUMNS
+    real_data_filters: Collection[str] | None = None
+    max_retries: int = 4
+    retry_base_wait: float = 1.0
+    retry_max_wait: float = 30.0
+    cycle_metric: str = "eval_accuracy"
 
     @classmethod
     def from_training_args(cls, args: Any, run_settings: Mapping[str, Any] | None = None, **kwargs: Any):
         """Builds a publisher from an `ActiveSynthesisConfig`: `output_dir`, `hub_model_id`, `hub_dataset_id`,
-        `push_cycles_to_hub`, `hub_token`, `hub_private_repo` (`None` means private)."""
+        `push_cycles_to_hub`, `hub_token`, `hub_private_repo` (`None` means private), `cycle_metric`."""
         private = getattr(args, "hub_private_repo", None)
         return cls(
             args.output_dir,
@@ -121,6 +117,7 @@ class HubPublisher:
             push_to_hub=bool(getattr(args, "push_cycles_to_hub", False)),
             token=getattr(args, "hub_token", None),
             private=True if private is None else bool(private),
+            cycle_metric=getattr(args, "cycle_metric", "eval_accuracy"),
             run_settings=run_settings,
             **kwargs,
         )
@@ -184,6 +181,19 @@ class HubPublisher:
         return scrub_settings(settings, secrets=(self.token,))
 
     # ---------------------------------------------------------------------------------------------------- publish
+    def on_run_start(self) -> None:
+        """`CycleCallback` hook: retries the pushes an earlier run left pending (see `retry_pending`)."""
+        self.retry_pending()
+
+    def on_cycle_end(self, result: CycleResult, cycle_dir: Path, history: ActiveSynthesisHistory) -> None:
+        """`CycleCallback` hook: publishes the cycle the trainer has just saved in `cycle_dir`, with the best cycle
+        so far by `cycle_metric` on `main`."""
+        self.publish_cycle(
+            cycle_dir=cycle_dir,
+            history=[cycle.to_dict() for cycle in history.cycles],
+            best_cycle=history.best_cycle(self.cycle_metric),
+        )
+
     def publish_cycle(
         self,
         cycle_dir: str | os.PathLike,
@@ -215,7 +225,14 @@ class HubPublisher:
         layout, secrets = self._layout, (self.token,)
         result = PublishResult(cycle=cycle)
         result.dataset_dir = stage_dataset(
-            layout, cycle, cycle_dir, history, settings, self.include_real_data, self.real_data_columns
+            layout,
+            cycle,
+            cycle_dir,
+            history,
+            settings,
+            self.include_real_data,
+            self.real_data_columns,
+            real_data_filters=self.real_data_filters,
         )
         result.model_dir = stage_model_branch(layout, cycle, cycle_dir, history, best_cycle, settings, secrets)
         source = self._best_cycle_source(best_cycle)

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from ..cards import redact
+from .secrets import redact
 
 logger = logging.getLogger(__package__)  # `hf_active_synth.hub`: one logger for the whole package
 

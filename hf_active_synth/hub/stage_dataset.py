@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import DatasetCardData, constants
 
 from ..cards import render_dataset_card
+from ..columns import PROMPT_COLUMN
 from .files import replace_dir, write_text_atomic
 from .layout import ALL_CONFIG, SPLIT, SYNTHETIC_DIR, HubLayout, config_name
 
 MAX_SHARD_BYTES = 500 * 1024 * 1024
 # Provenance columns that can hold real training data (prompts seeded with real examples).
-REAL_DATA_COLUMNS = ("synth_prompt", "synth_seed_examples", "synth_seed_texts")
+REAL_DATA_COLUMNS = (PROMPT_COLUMN, "synth_seed_examples", "synth_seed_texts")
 
 
 def parquet_summary(files: Sequence[Path]) -> tuple[Any, int, int, int]:
@@ -138,10 +139,12 @@ def stage_dataset(
     settings: Mapping[str, Any],
     include_real_data: bool = False,
     real_data_columns: Sequence[str] = REAL_DATA_COLUMNS,
+    real_data_filters: Collection[str] | None = None,
 ) -> Path | None:
     """Adds cycle `k`'s samples to the local dataset repository and rewrites its card; returns the repository's
     folder, or `None` while no cycle has samples. Columns in `real_data_columns` are dropped unless
-    `include_real_data`."""
+    `include_real_data`. `real_data_filters` names the run's filters that check candidates against the real data
+    (`Filter.checks_real_data`), for the card's privacy section; `None` means the library's own filters."""
     folder = layout.dataset_dir()
     folder.mkdir(parents=True, exist_ok=True)
     _write_cycle_config(folder, cycle, cycle_dir, layout.staging, include_real_data, real_data_columns)
@@ -153,6 +156,12 @@ def stage_dataset(
         return None
 
     card_data, all_features = _card_data(folder, configs, layout.staging)
+    # What the card's privacy section reports: the columns that can hold real data, and the filters that check it.
+    privacy: dict[str, Any] = {
+        "real_data_columns": real_data_columns,
+        "include_real_data": include_real_data,
+        "real_data_filters": real_data_filters,
+    }
     card = render_dataset_card(
         repo_id=layout.dataset_repo_id or layout.local_path(folder),
         history=history,
@@ -161,9 +170,8 @@ def stage_dataset(
         card_data=card_data,
         settings=settings,
         model_repo_id=layout.model_repo_id,
-        real_data_columns=real_data_columns,
-        include_real_data=include_real_data,
         endpoint=constants.ENDPOINT,
+        **privacy,
     )
     write_text_atomic(folder / constants.REPOCARD_NAME, str(card))
     return folder

@@ -11,9 +11,10 @@ from typing import Any
 
 from huggingface_hub import ModelCard, constants
 
-from ..cards import redact, render_model_card
+from ..cards import render_model_card
 from .files import link_tree, replace_dir, write_text_atomic
 from .layout import CHECKPOINT_DIR, DEFAULT_MODEL_NAME, RUN_FILE, HubLayout, branch_name
+from .secrets import redact
 
 logger = logging.getLogger(__package__)  # `hf_active_synth.hub`: one logger for the whole package
 

@@ -19,10 +19,13 @@ from typing import Any, Literal
 import torch
 from accelerate import PartialState
 from datasets import ClassLabel, Dataset, load_dataset
-from transformers import AutoImageProcessor, AutoModelForImageClassification, HfArgumentParser
+from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from ..config import ActiveSynthesisConfig
-from ..digits import (
+from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
+from ..filters.image import NearCopyFilter, NearDuplicateFilter, RealismFilter
+from ..generators.diffusion import DiffusionGenerator
+from ..tasks.digits import (
     DIGITS_LABEL_NAMES,
     digits_to_model_inputs,
     make_digits_classifier,
@@ -30,12 +33,8 @@ from ..digits import (
     split_digits,
     train_class_conditional_ddpm,
 )
-from ..filters import ExactDuplicateFilter, LabelAgreementFilter
-from ..filters.image import NearCopyFilter, NearDuplicateFilter, RealismFilter
-from ..generators.diffusion import DiffusionGenerator
-from ..trainer import ActiveSynthesisTrainer
-from .parsing import parse_args_and_config
-from .running import RunModeArguments, configure_logging, run_or_compare
+from .base import Recipe, RecipeTask, pretrained_classifier
+from .running import RunModeArguments
 
 logger = logging.getLogger(__name__)
 
@@ -120,33 +119,14 @@ class ImageModelArguments:
     )
 
 
-@dataclass
-class ImageTask:
-    """Everything one run needs besides its config: data splits, classifier factory, preprocessing, generator."""
-
-    train: Dataset
-    validation: Dataset
-    pool: Dataset
-    test: Dataset
-    label_names: list[str]
-    make_model: Any
-    preprocess: Any
-    processing_class: Any
-    generator: DiffusionGenerator
-
-
-def make_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((ImageScriptArguments, ActiveSynthesisConfig, ImageModelArguments))
-    parser.set_defaults(**RECIPE_DEFAULTS)
-    return parser
-
-
 def _split_validation(rest: Dataset, fraction: float, seed: int, label_column: str) -> tuple[Dataset, Dataset]:
     parts = rest.train_test_split(test_size=fraction, seed=seed, stratify_by_column=label_column)
     return parts["test"], parts["train"]
 
 
-def load_task(script_args: ImageScriptArguments, config: ActiveSynthesisConfig, model_args: ImageModelArguments):
+def load_task(
+    script_args: ImageScriptArguments, config: ActiveSynthesisConfig, model_args: ImageModelArguments
+) -> RecipeTask:
     """Builds the data splits, the classifier factory and the guided diffusion generator."""
     label_column = config.label_column
     if script_args.dataset_name is None:
@@ -184,22 +164,24 @@ def load_task(script_args: ImageScriptArguments, config: ActiveSynthesisConfig, 
         to_model_inputs = digits_to_model_inputs
     else:
         processing_class = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
-
-        def make_model(seed: int) -> torch.nn.Module:
-            torch.manual_seed(seed)
-            return AutoModelForImageClassification.from_pretrained(
-                model_args.model_name_or_path,
-                num_labels=len(label_names),
-                id2label=dict(enumerate(label_names)),
-                label2id={name: i for i, name in enumerate(label_names)},
-                ignore_mismatched_sizes=True,
-            )
-
+        make_model = pretrained_classifier(
+            AutoModelForImageClassification, model_args.model_name_or_path, label_names, ignore_mismatched_sizes=True
+        )
         preprocess = None
         to_model_inputs = _differentiable_processor(processing_class)
 
     generator = _make_generator(script_args, config, train, to_model_inputs)
-    return ImageTask(train, validation, pool, test, label_names, make_model, preprocess, processing_class, generator)
+    return RecipeTask(
+        train,
+        validation,
+        pool,
+        test,
+        label_names,
+        make_model,
+        generator,
+        processing_class=processing_class,
+        preprocess=preprocess,
+    )
 
 
 def _differentiable_processor(processor: Any):
@@ -251,41 +233,16 @@ def _make_generator(script_args, config, train: Dataset, to_model_inputs) -> Dif
     )
 
 
-def build_trainer(task: ImageTask, config: ActiveSynthesisConfig, script_args: ImageScriptArguments):
-    """The trainer of one run (the model is seeded with the run's seed)."""
-    filters = [
+def make_filters(script_args: ImageScriptArguments) -> list[Filter]:
+    """Label agreement, exact and near duplicates, privacy near-copies of real images, realism."""
+    return [
         LabelAgreementFilter(max_other_probability=script_args.max_other_probability),
         ExactDuplicateFilter(),
         NearDuplicateFilter(),
         NearCopyFilter(threshold=script_args.near_copy_threshold),
         RealismFilter(),
     ]
-    return ActiveSynthesisTrainer(
-        model=task.make_model(config.seed),
-        args=config,
-        train_dataset=task.train,
-        eval_dataset=task.validation,
-        processing_class=task.processing_class,
-        preprocess=task.preprocess,
-        generator=task.generator,
-        filters=filters,
-    )
 
 
-def main(script_args: ImageScriptArguments, config: ActiveSynthesisConfig, model_args: ImageModelArguments):
-    """Runs active synthesis once (or, with `--compare`, every method over `--compare_seeds`)."""
-    task = load_task(script_args, config, model_args)
-    return run_or_compare(
-        script_args,
-        config,
-        lambda run_config: build_trainer(task, run_config, script_args),
-        test_dataset=task.test,
-        acquisition_pool=task.pool,
-        corruptions=IMAGE_CORRUPTIONS,
-        label_names=task.label_names,
-    )
-
-
-def cli(args: list[str] | None = None):
-    configure_logging()
-    return main(*parse_args_and_config(make_parser(), args))
+RECIPE = Recipe(ImageScriptArguments, ImageModelArguments, RECIPE_DEFAULTS, load_task, make_filters, IMAGE_CORRUPTIONS)
+make_parser, build_trainer, main, cli = RECIPE.make_parser, RECIPE.build_trainer, RECIPE.main, RECIPE.cli

@@ -13,17 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, HfArgumentParser
+from datasets import ClassLabel, DatasetDict, load_dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..config import ActiveSynthesisConfig
-from ..filters import ExactDuplicateFilter, LabelAgreementFilter
+from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
 from ..filters.text import LengthFilter, NearDuplicateFilter, RealNearCopyFilter
 from ..generators.text import TextGenerationGenerator
-from ..text_data import load_sst2, minilm_path, sample_class_balanced, smollm2_gguf_path
-from ..trainer import ActiveSynthesisTrainer
-from .parsing import parse_args_and_config
-from .running import RunModeArguments, configure_logging, run_or_compare
+from ..tasks.assets import minilm_path, smollm2_gguf_path
+from ..tasks.text import load_sst2, sample_class_balanced
+from .base import Recipe, RecipeTask, pretrained_classifier
+from .running import RunModeArguments
 
 logger = logging.getLogger(__name__)
 
@@ -98,24 +98,6 @@ class TextModelArguments:
     )
 
 
-@dataclass
-class TextTask:
-    train: Dataset
-    validation: Dataset
-    pool: Dataset
-    test: Dataset
-    label_names: list[str]
-    model_name_or_path: str
-    tokenizer: Any
-    generator: TextGenerationGenerator
-
-
-def make_parser() -> HfArgumentParser:
-    parser = HfArgumentParser((TextScriptArguments, ActiveSynthesisConfig, TextModelArguments))
-    parser.set_defaults(**RECIPE_DEFAULTS)
-    return parser
-
-
 def _load_splits(script_args: TextScriptArguments, text_column: str, label_column: str) -> DatasetDict:
     if script_args.train_file or script_args.test_file:
         if not (script_args.train_file and script_args.test_file):
@@ -144,7 +126,9 @@ def _load_splits(script_args: TextScriptArguments, text_column: str, label_colum
     return data
 
 
-def load_task(script_args: TextScriptArguments, config: ActiveSynthesisConfig, model_args: TextModelArguments):
+def load_task(
+    script_args: TextScriptArguments, config: ActiveSynthesisConfig, model_args: TextModelArguments
+) -> RecipeTask:
     """Samples the labelled budget, validation set and pool; prepares the tokenizer and the (lazy) generator."""
     data = _load_splits(script_args, config.input_column, config.label_column)
     train = sample_class_balanced(data["train"], script_args.train_budget, config.label_column, script_args.split_seed)
@@ -166,49 +150,28 @@ def load_task(script_args: TextScriptArguments, config: ActiveSynthesisConfig, m
         num_shots=script_args.num_shots,
         show_progress=not config.disable_tqdm,
     )
-    return TextTask(train, validation, pool, data["test"], label_names, model_name_or_path, tokenizer, generator)
-
-
-def build_trainer(task: TextTask, config: ActiveSynthesisConfig, script_args: TextScriptArguments):
-    torch.manual_seed(config.seed)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        task.model_name_or_path,
-        num_labels=len(task.label_names),
-        id2label=dict(enumerate(task.label_names)),
-        label2id={name: i for i, name in enumerate(task.label_names)},
+    return RecipeTask(
+        train,
+        validation,
+        pool,
+        data["test"],
+        label_names,
+        pretrained_classifier(AutoModelForSequenceClassification, model_name_or_path, label_names),
+        generator,
+        processing_class=tokenizer,
     )
-    filters = [
+
+
+def make_filters(script_args: TextScriptArguments) -> list[Filter]:
+    """Length, label agreement, exact and near duplicates, privacy near-copies of training sentences."""
+    return [
         LengthFilter(),
         LabelAgreementFilter(max_other_probability=script_args.max_other_probability),
         ExactDuplicateFilter(),
         NearDuplicateFilter(),
         RealNearCopyFilter(max_overlap=script_args.max_real_overlap),
     ]
-    return ActiveSynthesisTrainer(
-        model=model,
-        args=config,
-        train_dataset=task.train,
-        eval_dataset=task.validation,
-        processing_class=task.tokenizer,
-        generator=task.generator,
-        filters=filters,
-    )
 
 
-def main(script_args: TextScriptArguments, config: ActiveSynthesisConfig, model_args: TextModelArguments):
-    """Runs active synthesis once (or, with `--compare`, every method over `--compare_seeds`)."""
-    task = load_task(script_args, config, model_args)
-    return run_or_compare(
-        script_args,
-        config,
-        lambda run_config: build_trainer(task, run_config, script_args),
-        test_dataset=task.test,
-        acquisition_pool=task.pool,
-        corruptions=TEXT_CORRUPTIONS,
-        label_names=task.label_names,
-    )
-
-
-def cli(args: list[str] | None = None):
-    configure_logging()
-    return main(*parse_args_and_config(make_parser(), args))
+RECIPE = Recipe(TextScriptArguments, TextModelArguments, RECIPE_DEFAULTS, load_task, make_filters, TEXT_CORRUPTIONS)
+make_parser, build_trainer, main, cli = RECIPE.make_parser, RECIPE.build_trainer, RECIPE.main, RECIPE.cli

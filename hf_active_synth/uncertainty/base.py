@@ -14,21 +14,22 @@ from ..modeling import extract_logits
 if TYPE_CHECKING:
     from datasets import Dataset
 
-    from ..trainer import ActiveSynthesisTrainer
+    from .context import FitContext
 
 
 @runtime_checkable
 class UncertaintyEstimator(Protocol):
     """Fits an ensemble (or a stochastic model) and returns member logits shaped `[N, C, K]`.
 
-    * `fit(trainer)` builds the members from the trainer's current model and training data, and returns `self`.
+    * `fit(trainer)` builds the members from the trainer's current model and training data, and returns `self`;
+      it reads only what [`FitContext`] names.
     * `predict(dataset)` scores a dataset of *model inputs* (already preprocessed), without gradients.
     * `member_logits(inputs)` scores one collated batch *with* gradients w.r.t. the inputs, for guided generation.
     """
 
     num_members: int
 
-    def fit(self, trainer: ActiveSynthesisTrainer) -> UncertaintyEstimator: ...
+    def fit(self, trainer: FitContext) -> UncertaintyEstimator: ...
 
     def predict(self, dataset: Dataset) -> torch.Tensor: ...
 
@@ -43,7 +44,7 @@ class BatchedEstimator:
 
     num_members: int
 
-    def _bind(self, trainer: ActiveSynthesisTrainer) -> None:
+    def _bind(self, trainer: FitContext) -> None:
         # Fitted state ends in `_` (scikit-learn convention): nothing here exists before `fit`.
         self.collate_fn_: Callable = trainer.data_collator
         self.batch_size_: int = trainer.args.per_device_eval_batch_size

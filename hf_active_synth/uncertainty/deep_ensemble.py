@@ -12,7 +12,7 @@ from ..modeling import default_model_init
 from .base import BatchedEstimator, forward_logits
 
 if TYPE_CHECKING:
-    from ..trainer import ActiveSynthesisTrainer
+    from .context import FitContext
 
 
 class DeepEnsemble(BatchedEstimator):
@@ -35,14 +35,14 @@ class DeepEnsemble(BatchedEstimator):
         self.model_init = model_init
         self.seed = seed
 
-    def fit(self, trainer: ActiveSynthesisTrainer) -> DeepEnsemble:
+    def fit(self, trainer: FitContext) -> DeepEnsemble:
         self._bind(trainer)
         if self.model_init is not None:
             model_init = self.model_init
         elif trainer.model_init is not None:
             model_init = trainer.call_model_init
         else:
-            model_init = default_model_init(trainer.accelerator.unwrap_model(trainer.model))
+            model_init = default_model_init(trainer.current_model())
         members = []
         for member in range(self.num_members):
             seed = self.seed + member

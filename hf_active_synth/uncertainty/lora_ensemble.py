@@ -31,7 +31,7 @@ from .lora_scoring import (
 )
 
 if TYPE_CHECKING:
-    from ..trainer import ActiveSynthesisTrainer
+    from .context import FitContext
 
 logger = logging.getLogger(__name__)
 
@@ -141,9 +141,9 @@ class LoRAEnsemble(BatchedEstimator):
     def adapter_names(self) -> list[str]:
         return [f"member_{member}" for member in range(self.num_members)]
 
-    def fit(self, trainer: ActiveSynthesisTrainer) -> LoRAEnsemble:
+    def fit(self, trainer: FitContext) -> LoRAEnsemble:
         self._bind(trainer)
-        base = copy.deepcopy(trainer.accelerator.unwrap_model(trainer.model))
+        base = copy.deepcopy(trainer.current_model())
         if isinstance(base, PeftModel):
             base = base.merge_and_unload()
         base.requires_grad_(False)

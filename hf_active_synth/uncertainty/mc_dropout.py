@@ -12,7 +12,7 @@ from torch import nn
 from .base import BatchedEstimator, forward_logits
 
 if TYPE_CHECKING:
-    from ..trainer import ActiveSynthesisTrainer
+    from .context import FitContext
 
 # Normalisation layers whose behaviour (running statistics) must stay in eval mode while dropout samples.
 _FROZEN_IN_EVAL = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
@@ -55,13 +55,13 @@ class MCDropout(BatchedEstimator):
         self.num_members = num_members
         self.seed = seed
 
-    def fit(self, trainer: ActiveSynthesisTrainer) -> MCDropout:
+    def fit(self, trainer: FitContext) -> MCDropout:
         self._bind(trainer)
-        self.model_ = trainer.accelerator.unwrap_model(trainer.model)
+        self.model_ = trainer.current_model()
         self._check_has_dropout(trainer)
         return self
 
-    def _check_has_dropout(self, trainer: ActiveSynthesisTrainer) -> None:
+    def _check_has_dropout(self, trainer: FitContext) -> None:
         # Several rows and all K passes: sample-level noise such as stochastic depth can leave 2 rows x 2 passes
         # unchanged by chance, and a false alarm here would stop a run that has something to sample.
         batch = trainer.sample_model_inputs(num_rows=8)

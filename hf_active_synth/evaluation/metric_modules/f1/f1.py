@@ -36,16 +36,8 @@ Examples:
     {'f1': 0.3333333333333333}
 """
 
-_CITATION = """
-@article{scikit-learn,
-  title={Scikit-learn: Machine Learning in {P}ython},
-  author={Pedregosa, F. and Varoquaux, G. and Gramfort, A. and others},
-  journal={Journal of Machine Learning Research},
-  volume={12},
-  pages={2825--2830},
-  year={2011}
-}
-"""
+_CITATION = "Pedregosa et al., Scikit-learn: Machine Learning in Python, JMLR 12, pp. 2825-2830, 2011."
+_REFERENCE_URL = "https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html"
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -53,14 +45,14 @@ class F1(evaluate.Metric):
     """F1 score of class-id predictions, computed with `sklearn.metrics.f1_score`."""
 
     def _info(self) -> evaluate.MetricInfo:
+        class_ids = datasets.Value("int64")
+        features = datasets.Features({"predictions": class_ids, "references": class_ids})
         return evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.f1_score.html"],
+            features=features,
+            reference_urls=[_REFERENCE_URL],
         )
 
     def _compute(

@@ -1,4 +1,6 @@
-"""scikit-learn's bundled 8x8 digits as a `datasets.Dataset`, plus what the image recipe and tests need around it.
+"""The embedded image task: scikit-learn's bundled 8x8 digits, a tiny classifier for them, and a cached DDPM.
+
+What the image recipe and tests need around the digits (the library core never imports this module):
 
 * `load_digits_dataset` / `split_digits`: the 1,797 real digits (no download) and seeded stratified
   train (a per-class budget) / pool / test splits.
@@ -23,8 +25,24 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .generators.diffusion_pipeline import ClassConditionalImagePipeline
-from .image_utils import pil_to_tensor
+from ..generators.diffusion_pipeline import ClassConditionalImagePipeline
+from ..image_utils import pil_to_tensor
+
+__all__ = [
+    "DIGITS_IMAGE_SIZE",
+    "DIGITS_LABEL_NAMES",
+    "DIGITS_NUM_LABELS",
+    "PIXEL_MEAN",
+    "PIXEL_STD",
+    "build_class_conditional_unet",
+    "digits_to_model_inputs",
+    "images_to_tensor",
+    "load_digits_dataset",
+    "make_digits_classifier",
+    "preprocess_digits",
+    "split_digits",
+    "train_class_conditional_ddpm",
+]
 
 DIGITS_IMAGE_SIZE = 8
 DIGITS_NUM_LABELS = 10

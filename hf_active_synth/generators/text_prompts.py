@@ -1,0 +1,214 @@
+"""The prompts of `TextGenerationGenerator`: templates, few-shot seed examples, and one prompt per candidate.
+
+Targeted prompts show the target's uncertain real example plus a few seeded draws from the other uncertain examples of
+its label; untargeted prompts name only the label. Every draw is seeded by (request seed, cycle, target, candidate
+index), so prompts do not depend on batching.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .base import GenerationRequest, SynthesisTarget
+
+__all__ = ["PromptJob", "PromptTemplates", "PromptWriter", "seed_entry", "seed_similarity"]
+
+_PLACEHOLDERS = frozenset({"label", "domain", "examples", "num_examples"})
+
+
+@dataclass
+class PromptTemplates:
+    """The prompts `TextGenerationGenerator` writes, as `str.format` templates.
+
+    Placeholders: `{label}` (the label's name or description), `{domain}` (what kind of text, e.g. "movie review"),
+    `{examples}` (the seed examples, each rendered with `example` and joined by newlines) and `{num_examples}`.
+
+    Args:
+        targeted (`str`): User prompt for targeted requests; should show `{examples}` and ask for one new text of
+            `{label}` close to them.
+        untargeted (`str`): User prompt for the untargeted baseline; must not use `{examples}`.
+        example (`str`, defaults to `'- "{text}"'`): How one seed example is rendered (placeholder `{text}`).
+        system (`str`, *optional*): System message for chat models (and the first paragraph of plain prompts).
+            `None` keeps the model's own default system prompt.
+        response_prefix (`str`, defaults to `""`): Appended after the generation prompt, so the model continues it
+            (e.g. `'"'` or `"Review:"` for base models without a chat template).
+        domain (`str`, defaults to `"movie review"`): Fills `{domain}`.
+    """
+
+    targeted: str = (
+        "Here are {label} {domain}s that are subtle and easy to misread:\n{examples}\n"
+        "Write one new {label} {domain} similar to these. Reply with the {domain} only."
+    )
+    untargeted: str = "Write one new {label} {domain}. Reply with the {domain} only."
+    example: str = '- "{text}"'
+    system: str | None = None
+    response_prefix: str = ""
+    domain: str = "movie review"
+
+    def __post_init__(self):
+        for name in ("targeted", "untargeted", "system"):
+            template = getattr(self, name)
+            if template is None:
+                continue
+            unknown = _fields(template) - _PLACEHOLDERS
+            if unknown:
+                raise ValueError(
+                    f"PromptTemplates.{name} uses unknown placeholder(s) {sorted(unknown)}; the allowed ones are "
+                    f"{sorted(_PLACEHOLDERS)}. Escape literal braces as '{{{{' and '}}}}'."
+                )
+        if "examples" in _fields(self.untargeted):
+            raise ValueError(
+                "PromptTemplates.untargeted must not use {examples}: the untargeted baseline ignores seed examples."
+            )
+        if _fields(self.example) != {"text"}:
+            raise ValueError("PromptTemplates.example must use exactly the placeholder {text}, e.g. '- \"{text}\"'.")
+
+    def render(self, label: str, examples: Sequence[str], targeted: bool) -> str:
+        """The user prompt for one candidate."""
+        rendered_examples = "\n".join(self.example.format(text=text) for text in examples)
+        template = self.targeted if targeted else self.untargeted
+        return template.format(label=label, domain=self.domain, examples=rendered_examples, num_examples=len(examples))
+
+
+def _fields(template: str) -> set[str]:
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise ValueError(f"Invalid prompt template {template!r}: {error}.") from error
+
+
+@dataclass
+class PromptJob:
+    """One candidate to sample: its target, its full prompt, and the seed examples (ids and texts) the prompt shows."""
+
+    target: SynthesisTarget
+    prompt: str
+    seed_ids: list[int] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PromptWriter:
+    """Writes the prompt of every candidate of a request.
+
+    Args:
+        templates (`PromptTemplates`): The prompt templates.
+        tokenizer (`PreTrainedTokenizerBase`): Applies the chat template.
+        label_descriptions (`Sequence[str]`, *optional*): What to call each class; defaults to `request.label_names`.
+        num_shots (`int`): Seed examples per targeted prompt (the target's own example included).
+        max_example_chars (`int`): Seed examples are cut to this many characters.
+        use_chat_template (`bool`, *optional*): `None`: use the chat template when the tokenizer has one.
+    """
+
+    templates: PromptTemplates
+    tokenizer: Any
+    label_descriptions: Sequence[str] | None
+    num_shots: int
+    max_example_chars: int
+    use_chat_template: bool | None = None
+
+    def label_name(self, label: int, request: GenerationRequest) -> str:
+        """The name of class `label` in prompts."""
+        names = self.label_descriptions if self.label_descriptions is not None else request.label_names
+        if names is None:
+            raise ValueError(
+                "TextGenerationGenerator needs class names for its prompts: set request.label_names (the loop takes "
+                "them from the label column's ClassLabel) or pass label_descriptions=[...]."
+            )
+        if not 0 <= label < len(names):
+            raise ValueError(f"Target label {label} has no name: label names are {list(names)}.")
+        return str(names[label])
+
+    def format(self, user_prompt: str) -> str:
+        """The full prompt: the chat template (or a plain system paragraph) around `user_prompt`, then the
+        response prefix."""
+        templates, tokenizer = self.templates, self.tokenizer
+        use_chat = self.use_chat_template
+        has_template = getattr(tokenizer, "chat_template", None) is not None
+        if use_chat is None:
+            use_chat = has_template
+        elif use_chat and not has_template:
+            raise ValueError("use_chat_template=True but the tokenizer has no chat template; pass False or None.")
+        if use_chat:
+            messages = [{"role": "user", "content": user_prompt}]
+            if templates.system is not None:
+                messages.insert(0, {"role": "system", "content": templates.system})
+            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            prompt = f"{templates.system}\n\n{user_prompt}\n" if templates.system else f"{user_prompt}\n"
+        return prompt + templates.response_prefix
+
+    def shots(self, target: SynthesisTarget, request: GenerationRequest, index: int) -> tuple[list[str], list[int]]:
+        """Seed examples for candidate `index` of `target`: drawn extras first, the target's own example last."""
+        if not isinstance(target.example, str):
+            raise TypeError(
+                f"TextGenerationGenerator needs text targets; target {target.target_id} has an example of type "
+                f"{type(target.example).__name__}."
+            )
+        pool = [
+            (seed_id, text)
+            for seed_id, text in (seed_entry(entry) for entry in request.seed_examples.get(target.label, []))
+            if text.strip() != target.example.strip()
+        ]
+        extra = min(self.num_shots - 1, len(pool))
+        rng = np.random.default_rng([request.seed, request.cycle, target.target_id, index])
+        chosen = [pool[i] for i in sorted(rng.choice(len(pool), size=extra, replace=False))] if extra else []
+        chosen.append((target.example_id, target.example))
+        texts = [text.strip()[: self.max_example_chars] for _, text in chosen]
+        return texts, [seed_id for seed_id, _ in chosen if seed_id is not None]
+
+    def jobs(self, request: GenerationRequest) -> list[PromptJob]:
+        """One job per candidate: `target.num_samples * request.candidates_per_sample` per target, in order."""
+        jobs = []
+        for target in request.targets:
+            label_name = self.label_name(target.label, request)
+            for index in range(target.num_samples * request.candidates_per_sample):
+                if request.targeted:
+                    examples, seed_ids = self.shots(target, request, index)
+                else:
+                    examples, seed_ids = [], []
+                user_prompt = self.templates.render(label_name, examples, targeted=request.targeted)
+                jobs.append(
+                    PromptJob(target=target, prompt=self.format(user_prompt), seed_ids=seed_ids, examples=examples)
+                )
+        return jobs
+
+
+def seed_entry(entry: Any) -> tuple[int | None, str]:
+    """A seed example as (id or None, text): accepts str, (id, text) pairs and SynthesisTarget-like objects."""
+    if isinstance(entry, str):
+        return None, entry
+    if isinstance(entry, SynthesisTarget) or (hasattr(entry, "example_id") and hasattr(entry, "example")):
+        seed_id, text = entry.example_id, entry.example
+    elif isinstance(entry, (tuple, list)) and len(entry) == 2:
+        seed_id, text = entry
+    else:
+        raise TypeError(
+            "request.seed_examples values must be lists of str, (example_id, text) pairs or SynthesisTargets; "
+            f"got an entry of type {type(entry).__name__}."
+        )
+    if not isinstance(text, str):
+        raise TypeError(f"Seed example {seed_id} is a {type(text).__name__}; the text generator needs str inputs.")
+    return int(seed_id), text
+
+
+def _normalized(text: str) -> str:
+    return " ".join(re.findall(r"[^\W_]+", text.lower()))
+
+
+def seed_similarity(candidate: str, examples: Sequence[str]) -> float:
+    """The highest `difflib` similarity ratio (0-1) between `candidate` and any of the seed `examples`, compared as
+    lower-cased words (punctuation and spacing ignored, so "a tired, predictable sequel..." matches
+    "a tired , predictable sequel" exactly). 0 when there are no examples."""
+    normalized = _normalized(candidate)
+    return max(
+        (difflib.SequenceMatcher(None, normalized, _normalized(example)).ratio() for example in examples),
+        default=0.0,
+    )

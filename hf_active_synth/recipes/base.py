@@ -1,0 +1,148 @@
+"""The shape every recipe shares: parse arguments, build the task once, build one trainer per run, run or compare.
+
+A recipe supplies only what differs: its argument dataclasses and defaults, `load_task` (data splits, classifier
+factory, generator), `make_filters` and the corruptions of its robustness evaluation. [`Recipe`] turns those into the
+`make_parser`, `build_trainer`, `main` and `cli` functions the recipe modules export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import torch
+from datasets import Dataset
+from transformers import HfArgumentParser
+
+from ..config import ActiveSynthesisConfig
+from ..data import Preprocess
+from ..filters import Filter
+from ..generators.base import Generator
+from ..trainer import ActiveSynthesisTrainer
+from .parsing import parse_args_and_config
+from .running import RunModeArguments, configure_logging, run_or_compare
+
+ScriptArgs = TypeVar("ScriptArgs", bound=RunModeArguments)
+ModelArgs = TypeVar("ModelArgs")
+
+ModelFactory = Callable[[int], torch.nn.Module]
+"""Builds the classifier of one run from the run's seed."""
+
+
+@dataclass
+class RecipeTask:
+    """Everything one run needs besides its config: data splits, classifier factory, preprocessing, generator.
+
+    Args:
+        train (`datasets.Dataset`): The labelled real training rows.
+        validation (`datasets.Dataset`): Real rows measured after every cycle.
+        pool (`datasets.Dataset`): Held-back labelled real rows (the BALD active-learning baseline acquires them).
+        test (`datasets.Dataset`): The held-out test split of `--compare`.
+        label_names (`list[str]`): Class names, in label order.
+        make_model (`Callable[[int], nn.Module]`): The classifier of a run, seeded with the run's seed.
+        generator ([`Generator`]): Writes the synthetic candidates.
+        processing_class (tokenizer or image processor, *optional*): Passed to the trainer.
+        preprocess (`Callable`, *optional*): A batched raw-rows-to-model-inputs function, when the processing class
+            does not give one.
+    """
+
+    train: Dataset
+    validation: Dataset
+    pool: Dataset
+    test: Dataset
+    label_names: list[str]
+    make_model: ModelFactory
+    generator: Generator
+    processing_class: Any = None
+    preprocess: Preprocess | None = None
+
+
+def pretrained_classifier(
+    auto_class: Any, name_or_path: str, label_names: Sequence[str], **kwargs: Any
+) -> ModelFactory:
+    """A factory loading `name_or_path` with `auto_class.from_pretrained` and a head for `label_names`.
+
+    Each call seeds torch's global generator with the run's seed first, so a newly initialised head is the same for
+    the same seed.
+
+    Args:
+        auto_class: An `AutoModelFor...Classification` class.
+        name_or_path (`str`): A Hub id or local checkpoint folder.
+        label_names (`Sequence[str]`): Class names, in label order.
+        kwargs: More `from_pretrained` arguments (e.g. `ignore_mismatched_sizes=True`).
+    """
+
+    def make_model(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return auto_class.from_pretrained(
+            name_or_path,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={name: i for i, name in enumerate(label_names)},
+            **kwargs,
+        )
+
+    return make_model
+
+
+@dataclass(frozen=True)
+class Recipe(Generic[ScriptArgs, ModelArgs]):
+    """What one recipe supplies; its methods are the recipe module's `make_parser`, `build_trainer`, `main`, `cli`.
+
+    Args:
+        script_arguments (`type`): The data, generator and run-mode arguments (a [`RunModeArguments`] dataclass).
+        model_arguments (`type`): The classifier arguments (a dataclass).
+        defaults (`Mapping[str, Any]`): Recipe defaults on top of `ActiveSynthesisConfig`'s (a `--config` file and
+            the command line override them).
+        load_task (`Callable`): `(script_args, config, model_args) -> RecipeTask`, called once per command.
+        make_filters (`Callable`): `script_args -> filters`, called for every run (a fresh list each).
+        corruptions (`Mapping[str, Sequence[int]]`): Corruption name -> severities for the robustness evaluation of
+            `--compare`.
+    """
+
+    script_arguments: type[ScriptArgs]
+    model_arguments: type[ModelArgs]
+    defaults: Mapping[str, Any]
+    load_task: Callable[[ScriptArgs, ActiveSynthesisConfig, ModelArgs], RecipeTask]
+    make_filters: Callable[[ScriptArgs], list[Filter]]
+    corruptions: Mapping[str, Sequence[int]]
+
+    def make_parser(self) -> HfArgumentParser:
+        """The recipe's parser: its script arguments, `ActiveSynthesisConfig` and its model arguments."""
+        parser = HfArgumentParser((self.script_arguments, ActiveSynthesisConfig, self.model_arguments))
+        parser.set_defaults(**self.defaults)
+        return parser
+
+    def build_trainer(
+        self, task: RecipeTask, config: ActiveSynthesisConfig, script_args: ScriptArgs
+    ) -> ActiveSynthesisTrainer:
+        """The trainer of one run (the model is seeded with the run's seed)."""
+        return ActiveSynthesisTrainer(
+            model=task.make_model(config.seed),
+            args=config,
+            train_dataset=task.train,
+            eval_dataset=task.validation,
+            processing_class=task.processing_class,
+            preprocess=task.preprocess,
+            generator=task.generator,
+            filters=self.make_filters(script_args),
+        )
+
+    def main(self, script_args: ScriptArgs, config: ActiveSynthesisConfig, model_args: ModelArgs) -> Any:
+        """Runs active synthesis once (or, with `--compare`, every method over `--compare_seeds`)."""
+        task = self.load_task(script_args, config, model_args)
+        return run_or_compare(
+            script_args,
+            config,
+            lambda run_config: self.build_trainer(task, run_config, script_args),
+            test_dataset=task.test,
+            acquisition_pool=task.pool,
+            corruptions=self.corruptions,
+            label_names=task.label_names,
+        )
+
+    def cli(self, args: list[str] | None = None) -> Any:
+        """Parses `args` (default: `sys.argv[1:]`, with `--config FILE` support) and runs [`Recipe.main`]."""
+        configure_logging()
+        return self.main(*parse_args_and_config(self.make_parser(), args))

@@ -1,0 +1,210 @@
+"""The stages of one cycle, as [`ActiveSynthesisTrainer`] runs them: each is a few calls into the module that does
+the work (`targeting`, `candidates`, `distributed`, `cycle`) with the trainer's settings and per-stage seeds.
+
+`ActiveSynthesisTrainer.run_cycles` wires them in order; this mixin only exists so that `trainer.py` holds what is
+the Trainer (construction, the weighted loss, member training, scoring) and that wiring.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from datasets import Dataset, concatenate_datasets
+from transformers import Trainer
+from transformers.trainer_utils import set_seed
+
+from .candidates import CandidateSettings, filter_and_select, score_candidates, validate_candidates
+from .cycle import CHECKPOINT_DIR, ActiveSynthesisHistory, CycleResult, CycleStore
+from .data import Preprocess, label_names, merge_model_inputs, to_model_inputs
+from .distributed import broadcast_from_main, generate_sharded, process_seed
+from .generators.base import GenerationRequest, Generator, SynthesisTarget
+from .targeting import TargetingSettings, choose_targets, seed_examples, target_quotas
+
+if TYPE_CHECKING:
+    from .callbacks import CycleCallback
+    from .config import ActiveSynthesisConfig
+    from .filters import Filter
+    from .uncertainty import UncertaintyEstimator
+
+    _TrainerBase = Trainer
+else:
+    _TrainerBase = object
+
+logger = logging.getLogger("hf_active_synth.trainer")  # the loop logs under one name
+
+# Offsets that give every stage of every cycle its own seed, so a resumed run replays the same random streams.
+_STAGE_SEED_OFFSETS = {"train": 0, "estimate": 1, "generate": 2, "select": 3}
+# `_model_preparation_time`: the Trainer adds it to the first evaluation after wrapping the model (e.g. in DDP).
+_TIMING_SUFFIXES = ("_runtime", "_per_second", "_preparation_time")
+
+
+class CycleStagesMixin(_TrainerBase):
+    """Mixed into [`ActiveSynthesisTrainer`] (a `transformers.Trainer`), whose attributes below it reads."""
+
+    args: ActiveSynthesisConfig
+    num_labels: int
+    generator: Generator | None
+    estimator: UncertaintyEstimator
+    filters: list[Filter]
+    preprocess: Preprocess
+    real_train_dataset: Dataset
+    pool_dataset: Dataset
+    synthetic_dataset: Dataset | None
+    cycle_callbacks: list[CycleCallback]
+    _real_train_inputs: Dataset
+    predict_member_logits: Callable[[Dataset], torch.Tensor]
+
+    def _stage_seed(self, cycle: int, stage: str) -> int:
+        return self.args.seed + 1000 * cycle + _STAGE_SEED_OFFSETS[stage]
+
+    @property
+    def _generator_name(self) -> str:
+        return getattr(self.generator, "name", type(self.generator).__name__)
+
+    def _train_stage(self, cycle: int) -> None:
+        # Fresh optimizer and schedule every cycle (the Trainer would otherwise reuse a finished schedule), and a
+        # per-cycle seed for the data order: together they make every cycle replayable from its predecessor.
+        self.optimizer, self.lr_scheduler = None, None
+        set_seed(self._stage_seed(cycle, "train"))
+        self.train()
+
+    def _evaluate_stage(self) -> dict[str, float]:
+        if self.eval_dataset is None:
+            raise ValueError(
+                "`run_cycles` needs `eval_dataset` (real validation examples) to measure each cycle and detect "
+                "plateaus."
+            )
+        # Timings vary run to run; they go to `stage_seconds`, not into the metrics that decide plateaus.
+        return {
+            key: float(value)
+            for key, value in self.evaluate().items()
+            if isinstance(value, (int, float)) and key != "epoch" and not key.endswith(_TIMING_SUFFIXES)
+        }
+
+    def _estimate_stage(self, cycle: int) -> torch.Tensor:
+        set_seed(self._stage_seed(cycle, "estimate"))
+        self.estimator.fit(self)
+        return self.predict_member_logits(self.pool_dataset)
+
+    def _choose_targets(self, pool_logits: torch.Tensor, cycle: int) -> list[SynthesisTarget]:
+        """The most uncertain real examples of each class (random ones for the untargeted baseline)."""
+        settings = TargetingSettings.from_config(self.args, self.num_labels)
+        return choose_targets(pool_logits, self.pool_dataset, settings, seed=self._stage_seed(cycle, "select"))
+
+    def _generate_stage(self, targets: list[SynthesisTarget], cycle: int) -> Dataset:
+        """Generation sharded by target across processes; every process gets the merged, validated candidates."""
+
+        def request_for(local_targets: list[SynthesisTarget]) -> GenerationRequest:
+            return GenerationRequest(
+                targets=local_targets,
+                cycle=cycle,
+                seed=process_seed(self._stage_seed(cycle, "generate"), self.accelerator.process_index),
+                candidates_per_sample=self.args.candidates_per_sample,
+                input_column=self.args.input_column,
+                label_column=self.args.label_column,
+                label_names=label_names(self.real_train_dataset, self.args.label_column, self.num_labels),
+                seed_examples=seed_examples(targets) if self.args.targeted else {},
+                estimator=self.estimator if self.args.targeted else None,
+                targeted=self.args.targeted,
+            )
+
+        candidates = generate_sharded(self.accelerator, self.generator, targets, request_for)
+        validate_candidates(candidates, targets, self._generator_name, self._candidate_settings())
+        return candidates
+
+    def _candidate_settings(self) -> CandidateSettings:
+        return CandidateSettings.from_config(self.args, self.num_labels)
+
+    def _filter_and_select(
+        self, candidates: Dataset, targets: list[SynthesisTarget], cycle: int
+    ) -> tuple[Dataset, dict[str, int]]:
+        """Scores candidates (every process its share), then filters and selects on the main process only and
+        broadcasts the accepted samples and the per-filter counts."""
+        settings, seed = self._candidate_settings(), self._stage_seed(cycle, "select")
+        scored = score_candidates(candidates, self.predict_member_logits(candidates), targets, settings, seed)
+        payload = None
+        if self.is_world_process_zero():
+            context = settings.filter_context(self.real_train_dataset, self.synthetic_dataset)
+            quotas, strategy = target_quotas(targets), settings.selection_strategy
+            payload = filter_and_select(scored, self.filters, context, quotas, strategy, seed)
+        accepted, counts = broadcast_from_main(self.accelerator, payload)
+        if len(accepted) == 0:
+            raise ValueError(
+                f"No candidate of cycle {cycle} survived the filters ({counts}). Loosen the filter thresholds or "
+                "raise `candidates_per_sample`; the completed cycles are kept on disk."
+            )
+        return accepted, counts
+
+    def _add_synthetic(self, accepted: Dataset) -> None:
+        """Appends a cycle's accepted samples; only the new rows are encoded (earlier ones already are)."""
+        if self.synthetic_dataset is None:
+            self.synthetic_dataset = accepted
+        else:
+            self.synthetic_dataset = concatenate_datasets([self.synthetic_dataset, accepted])
+        self.train_dataset = merge_model_inputs(self.train_dataset, self._encode_synthetic(accepted))
+
+    def _encode_synthetic(self, synthetic: Dataset | None) -> Dataset | None:
+        if synthetic is None or len(synthetic) == 0:
+            return None
+        return to_model_inputs(synthetic, self.preprocess, label_column=self.args.label_column, is_synthetic=True)
+
+    def _finish_cycle(
+        self,
+        store: CycleStore,
+        history: ActiveSynthesisHistory,
+        result: CycleResult,
+        accepted: Dataset | None,
+        pool_logits: torch.Tensor,
+    ) -> None:
+        history.cycles.append(result)
+        staging = store.staging_dir(result.cycle)
+        if self.is_world_process_zero():
+            store.begin(result.cycle)
+        self.accelerator.wait_for_everyone()
+        # Every process calls save_model (sharded set-ups gather weights collectively); only the main one writes.
+        with self.args.without_hub_token():
+            self.save_model(str(staging / CHECKPOINT_DIR), _internal_call=True)
+        if self.is_world_process_zero():
+            cycle_dir = store.commit(result.cycle, staging, result, accepted, pool_logits)
+            store.write_history(history, self._public_config())
+            for callback in self.cycle_callbacks:
+                callback.on_cycle_end(result, cycle_dir, history)
+        self.accelerator.wait_for_everyone()
+        logger.info(
+            "cycle %d: %s=%.4f, accepted %d synthetic (total %d), stages %s",
+            result.cycle,
+            self.args.cycle_metric,
+            result.metric(self.args.cycle_metric),
+            result.num_accepted,
+            result.num_synthetic_total,
+            {k: round(v, 1) for k, v in result.stage_seconds.items()},
+        )
+
+    def _restore(self, store: CycleStore, last: int, history: ActiveSynthesisHistory) -> torch.Tensor:
+        """Loads the last complete cycle: weights, every accepted sample, history, and the fitted estimator."""
+        for cycle in range(last + 1):
+            history.cycles.append(store.load_result(cycle))
+        self._load_from_checkpoint(str(store.cycle_dir(last) / CHECKPOINT_DIR))
+        self.synthetic_dataset = store.load_synthetic(last)
+        # Real ∪ every accepted sample, encoded from scratch.
+        self.train_dataset = merge_model_inputs(
+            self._real_train_inputs, self._encode_synthetic(self.synthetic_dataset)
+        )
+        if self.args.synthesizes:
+            # The estimator was fitted at the end of cycle `last` with this seed; refitting replays it exactly.
+            set_seed(self._stage_seed(last, "estimate"))
+            self.estimator.fit(self)
+        logger.info("Resumed from %s (cycle %d).", store.cycle_dir(last), last)
+        if store.has_pool_logits(last):
+            return store.load_pool_logits(last)
+        if not self.args.synthesizes:
+            return torch.empty(0)
+        # A run pulled from the Hub has no pool scores: score the pool with the refitted estimator.
+        return self.predict_member_logits(self.pool_dataset)
+
+    def _public_config(self) -> dict[str, Any]:
+        # `to_dict()` redacts `hub_token` and other secrets.
+        return self.args.to_dict()
