@@ -84,7 +84,7 @@ def margin(logits: torch.Tensor) -> torch.Tensor:
 
 
 def random_scores(logits: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """Uniform random scores in ``[0, 1)`` from a seeded generator: the untargeted baseline. Shape ``[N]``."""
+    """Uniform random scores in ``[0, 1)`` from a seeded generator: random targets or selection for the baselines. Shape ``[N]``."""
     logits = _check_logits(logits)
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(logits.shape[0], generator=generator)

@@ -167,7 +167,7 @@ def select_candidates(
 
     With `strategy="top"` the candidates with the highest `synth_score` (ensemble disagreement) are kept, so the
     accepted set maximises the expected disagreement of what the generator proposed; `"random"` keeps a seeded
-    uniform sample instead (the untargeted baseline). When a target has fewer survivors than its quota, its share
+    uniform sample instead (the random-synthetic baseline). When a target has fewer survivors than its quota, its share
     goes to the best leftovers of other targets, so the budget is met whenever enough candidates survived.
 
     Returns the kept rows ordered by target id, then by rank, so the result is deterministic.

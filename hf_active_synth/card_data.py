@@ -16,6 +16,8 @@ from typing import Any
 
 from huggingface_hub import DatasetCardData, ModelCardData
 
+from .card_checks import FilterStep, PrivacyCheck, filter_steps, label_audit_cells, share
+from .card_checks import privacy_checks as _privacy_checks
 from .columns import column_description, feature_type_name, infer_columns
 from .cycle import CycleResult
 
@@ -47,7 +49,8 @@ _KEY_SETTINGS = (
     ("Uncertainty estimator", "uncertainty_method"),
     ("Ensemble size", "ensemble_size"),
     ("Acquisition function", "acquisition_function"),
-    ("Targeted", "targeted"),
+    ("Targets", "target_strategy"),
+    ("Guidance", "guidance"),
     ("Synthetic samples per cycle", "synthetic_samples_per_cycle"),
     ("Cycles (max)", "num_cycles"),
 )
@@ -85,10 +88,6 @@ def _setting_value(value: Any) -> str:
     return format_value(value)
 
 
-def _share(part: int, whole: int) -> str | None:
-    return f"{100.0 * part / whole:.1f}%" if whole else None
-
-
 def is_hub_repo_id(name: str | None) -> bool:
     """Whether `name` looks like a Hub repository id (`namespace/name`) rather than a local path."""
     return bool(name) and _REPO_ID.match(name) is not None and not Path(name).expanduser().exists()
@@ -116,45 +115,9 @@ def metric_columns(history: Sequence[CycleResult | Mapping[str, Any]]) -> list[s
     return [name for name in _METRIC_ORDER if name in names] + sorted(names - set(_METRIC_ORDER))
 
 
-@dataclass(frozen=True)
-class FilterStep:
-    """One filter of a cycle: the rows that reached it, the rows it kept, and their share (`"75.0%"`)."""
-
-    name: str
-    reached: int
-    remaining: int
-    share: str | None
-
-
-@dataclass(frozen=True)
-class PrivacyCheck:
-    """What one filter that checks candidates against the real data removed in a cycle."""
-
-    name: str
-    removed: int
-    reached: int
-    share: str | None
-
-
-def _filter_steps(result: CycleResult) -> list[FilterStep]:
-    """The cycle's filters in the order they ran, each with the rows that reached it and the rows it kept."""
-    previous = int(result.candidates_generated or 0)
-    steps = []
-    for name, remaining in (result.filter_counts or {}).items():
-        steps.append(FilterStep(name, previous, remaining, _share(remaining, previous)))
-        previous = remaining
-    return steps
-
-
 def privacy_checks(cycle: CycleResult | Mapping[str, Any], real_data_filters: Collection[str]) -> list[PrivacyCheck]:
     """What each filter named in `real_data_filters` (those with `checks_real_data`) removed in `cycle`."""
-    return [
-        PrivacyCheck(
-            step.name, step.reached - step.remaining, step.reached, _share(step.reached - step.remaining, step.reached)
-        )
-        for step in _filter_steps(as_cycle_result(cycle))
-        if step.name in real_data_filters
-    ]
+    return _privacy_checks(as_cycle_result(cycle), real_data_filters)
 
 
 def _generators(history: Sequence[CycleResult]) -> list[str]:
@@ -344,10 +307,11 @@ class DatasetCardFacts:
                     "generator": format_value(result.generator),
                     "candidates_generated": generated,
                     "num_accepted": accepted,
-                    "acceptance": _share(accepted, generated),
+                    "acceptance": share(accepted, generated),
                     "uncertainty": _uncertainty(result, measure),
-                    "filter_steps": _filter_steps(result),
+                    "filter_steps": filter_steps(result),
                     "privacy_checks": privacy_checks(result, self.real_data_filters),
+                    "label_audit": label_audit_cells(result),
                 }
             )
         return cycles

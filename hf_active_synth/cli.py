@@ -10,14 +10,13 @@ Recipes can also be launched directly, under Accelerate: `accelerate launch reci
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from .cycle import HISTORY_FILE
 from .evaluation.analysis import load_history
-from .evaluation.compare import EXTRAS_FILE
+from .evaluation.compare import collect_runs, write_comparison_report
 from .evaluation.report import build_report, render_results_table
 from .recipes.parsing import read_yaml_config
 
@@ -55,19 +54,17 @@ def _report(output_dir: str) -> None:
     root = Path(output_dir)
     if (root / HISTORY_FILE).is_file():
         results = {"active_synthesis": [load_history(root)]}
-        extras = None
+        print(render_results_table(results, None))
+        report = build_report(results, root / "report")
     else:
-        runs = sorted(root.glob(f"*/seed-*/{HISTORY_FILE}"))
-        if not runs:
-            raise SystemExit(f"No history.json in {root} nor in {root}/<method>/seed-*/: is it a finished run?")
-        results, extras = {}, {}
-        for path in runs:
-            method = path.parent.parent.name
-            results.setdefault(method, []).append(load_history(path))
-            extras_path = path.parent / EXTRAS_FILE
-            extras.setdefault(method, []).append(json.loads(extras_path.read_text()) if extras_path.is_file() else {})
-    print(render_results_table(results, extras))
-    report = build_report(results, root / "report", extras=extras)
+        results, entries = collect_runs(root)
+        if not results:
+            raise SystemExit(
+                f"No history.json in {root} nor finished runs in {root}/<method>/split-<k>/seed-<s>/: is it a "
+                "finished run or comparison?"
+            )
+        print(render_results_table(results, entries))
+        report = write_comparison_report(root)
     print(f"\nReport and plots written to {report.parent}")
 
 

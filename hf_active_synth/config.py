@@ -58,14 +58,29 @@ class ActiveSynthesisConfig(TrainingArguments):
         default="top",
         metadata={
             "help": "How surviving candidates are kept per target: 'top' (highest acquisition score, the targeted "
-            "product) or 'random' (the untargeted baseline)."
+            "product) or 'random' (the random-synthetic baseline)."
         },
     )
-    targeted: bool = field(
+    target_strategy: Literal["uncertain", "random"] = field(
+        default="uncertain",
+        metadata={
+            "help": "Which real examples become synthesis targets (and the generator's seed examples): 'uncertain' "
+            "(the targets_per_class highest acquisition scores of each class) or 'random' (seeded random examples "
+            "of each class, the random baselines)."
+        },
+    )
+    guidance: bool = field(
         default=True,
         metadata={
-            "help": "Target uncertain examples and guide generation. False gives the random-synthetic baseline: "
-            "random targets, no guidance, random selection."
+            "help": "Steer generation with the estimator's gradients where the generator can (e.g. diffusion). "
+            "False: sample without guidance (the same seeds, prompts and img2img anchoring otherwise)."
+        },
+    )
+    targeted: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated: set target_strategy, guidance and selection_strategy instead. False stands for "
+            "target_strategy='random', guidance=False, selection_strategy='random'; True changes nothing."
         },
     )
 
@@ -102,6 +117,21 @@ class ActiveSynthesisConfig(TrainingArguments):
     cycle_metric: str = field(
         default="eval_accuracy",
         metadata={"help": "Validation metric that decides plateaus and the best cycle (higher is better)."},
+    )
+    load_best_cycle_at_end: bool = field(
+        default=True,
+        metadata={
+            "help": "End `run_cycles` with the weights of the best validation cycle (by `cycle_metric`), as "
+            "`load_best_model_at_end` does for epochs; False keeps the last cycle's weights."
+        },
+    )
+    heldout_audit_members: int = field(
+        default=0,
+        metadata={
+            "help": "Members of a second, held-out estimator (same kind, seeded apart) refitted every cycle to "
+            "measure the disagreement of the accepted samples independently of the ensemble that guided and "
+            "selected them (0: off)."
+        },
     )
 
     # Data.
@@ -176,6 +206,11 @@ class ActiveSynthesisConfig(TrainingArguments):
             )
         if self.selection_strategy not in ("top", "random"):
             raise ValueError(f"`selection_strategy` must be 'top' or 'random', got {self.selection_strategy!r}.")
+        if self.heldout_audit_members < 0 or self.heldout_audit_members == 1:
+            raise ValueError(
+                f"`heldout_audit_members` must be 0 (off) or >= 2 (one model has no disagreement), got "
+                f"{self.heldout_audit_members}."
+            )
         if self.member_learning_rate is not None and self.member_learning_rate <= 0:
             raise ValueError(f"`member_learning_rate` must be > 0, got {self.member_learning_rate}.")
         if self.member_num_train_epochs is not None and self.member_num_train_epochs <= 0:
@@ -186,9 +221,21 @@ class ActiveSynthesisConfig(TrainingArguments):
             )
         if self.input_column == self.label_column:
             raise ValueError(f"`input_column` and `label_column` are both {self.input_column!r}; they must differ.")
-        # The untargeted baseline must not re-rank by uncertainty either.
-        if not self.targeted:
-            self.selection_strategy = "random"
+        if self.targeted is not None:
+            import warnings
+
+            warnings.warn(
+                "`targeted` is deprecated: set `target_strategy`, `guidance` and `selection_strategy` instead "
+                "(`targeted=False` is target_strategy='random', guidance=False, selection_strategy='random').",
+                FutureWarning,
+                stacklevel=2,
+            )
+            if not self.targeted:
+                self.target_strategy, self.guidance, self.selection_strategy = "random", False, "random"
+            # Translated once: later `dataclasses.replace` copies keep the new fields and do not re-apply it.
+            self.targeted = None
+        if self.target_strategy not in ("uncertain", "random"):
+            raise ValueError(f"`target_strategy` must be 'uncertain' or 'random', got {self.target_strategy!r}.")
 
     @property
     def synthesizes(self) -> bool:

@@ -53,6 +53,11 @@ class CycleResult:
         stage_seconds (`dict[str, float]`): Wall time of each stage.
         peak_memory_mb (`float`): Peak resident memory of the process so far (and of the GPU, when used).
         generator (`str`, *optional*): Name of the generator used.
+        heldout_uncertainty (`dict[str, float]`): Mean entropy / variance / BALD of the estimator on the real
+            validation rows after this cycle (rows no model trained on, so a reduction here is not memorisation).
+        label_audit (`dict`): The independent audit of this cycle's accepted samples (`auditing.CycleAuditor`):
+            `oracle_label_agreement` from a classifier that neither guided nor selected, per class, the off-label
+            rows, and `heldout_disagreement` (mean BALD / variance / entropy under held-out members).
     """
 
     cycle: int
@@ -68,6 +73,8 @@ class CycleResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     generator: str | None = None
+    heldout_uncertainty: dict[str, float] = field(default_factory=dict)
+    label_audit: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,17 +93,51 @@ class CycleResult:
 
 @dataclass
 class ActiveSynthesisHistory:
-    """The results of every cycle of a run, and why it stopped."""
+    """The results of every cycle of a run, why it stopped, and which cycle's model the run handed back.
+
+    Args:
+        cycles (`list[CycleResult]`): Every cycle so far, in order.
+        stop_reason (`str`): Why the loop ended ("running" while it runs).
+        best_validation_cycle (`int`, *optional*): The cycle with the best validation `cycle_metric`; with
+            `load_best_cycle_at_end` (the default) its weights are the trainer's model when `run_cycles` returns.
+        cycles_lowering_validation (`list[int]`): Cycles whose validation metric fell below the previous cycle's:
+            their synthetic data (or their retraining) made the model worse on real validation data.
+        loaded_cycle (`int`, *optional*): The cycle whose weights the trainer's model holds when `run_cycles`
+            returns (the best one, unless `load_best_cycle_at_end=False` or its checkpoint is not on disk).
+    """
 
     cycles: list[CycleResult] = field(default_factory=list)
     stop_reason: str = "running"
+    best_validation_cycle: int | None = None
+    cycles_lowering_validation: list[int] = field(default_factory=list)
+    loaded_cycle: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"cycles": [cycle.to_dict() for cycle in self.cycles], "stop_reason": self.stop_reason}
+        return {
+            "cycles": [cycle.to_dict() for cycle in self.cycles],
+            "stop_reason": self.stop_reason,
+            "best_validation_cycle": self.best_validation_cycle,
+            "cycles_lowering_validation": list(self.cycles_lowering_validation),
+            "loaded_cycle": self.loaded_cycle,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ActiveSynthesisHistory:
-        return cls([CycleResult.from_dict(c) for c in data["cycles"]], data.get("stop_reason", "running"))
+        return cls(
+            [CycleResult.from_dict(c) for c in data["cycles"]],
+            data.get("stop_reason", "running"),
+            data.get("best_validation_cycle"),
+            list(data.get("cycles_lowering_validation", [])),
+            data.get("loaded_cycle"),
+        )
+
+    def lowering_cycles(self, metric: str) -> list[int]:
+        """Cycles whose validation `metric` is lower than the previous cycle's."""
+        return [
+            current.cycle
+            for previous, current in zip(self.cycles, self.cycles[1:])
+            if current.metric(metric) < previous.metric(metric)
+        ]
 
     def best_cycle(self, metric: str) -> int:
         """The cycle with the highest `metric` (the earliest one among ties)."""

@@ -36,7 +36,7 @@ else:
 logger = logging.getLogger("hf_active_synth.trainer")  # the loop logs under one name
 
 # Offsets that give every stage of every cycle its own seed, so a resumed run replays the same random streams.
-_STAGE_SEED_OFFSETS = {"train": 0, "estimate": 1, "generate": 2, "select": 3}
+_STAGE_SEED_OFFSETS = {"train": 0, "estimate": 1, "generate": 2, "select": 3, "audit": 4}
 # `_model_preparation_time`: the Trainer adds it to the first evaluation after wrapping the model (e.g. in DDP).
 _TIMING_SUFFIXES = ("_runtime", "_per_second", "_preparation_time")
 
@@ -90,12 +90,17 @@ class CycleStagesMixin(_TrainerBase):
         return self.predict_member_logits(self.pool_dataset)
 
     def _choose_targets(self, pool_logits: torch.Tensor, cycle: int) -> list[SynthesisTarget]:
-        """The most uncertain real examples of each class (random ones for the untargeted baseline)."""
+        """The most uncertain real examples of each class (random ones for `target_strategy="random"`)."""
         settings = TargetingSettings.from_config(self.args, self.num_labels)
         return choose_targets(pool_logits, self.pool_dataset, settings, seed=self._stage_seed(cycle, "select"))
 
     def _generate_stage(self, targets: list[SynthesisTarget], cycle: int) -> Dataset:
-        """Generation sharded by target across processes; every process gets the merged, validated candidates."""
+        """Generation sharded by target across processes; every process gets the merged, validated candidates.
+
+        Every request carries the targets' examples as seed examples (random ones for random targets), so prompts
+        and img2img anchoring are built the same way for every method; the estimator goes along, for gradient
+        guidance, only when `guidance` is on.
+        """
 
         def request_for(local_targets: list[SynthesisTarget]) -> GenerationRequest:
             return GenerationRequest(
@@ -106,9 +111,8 @@ class CycleStagesMixin(_TrainerBase):
                 input_column=self.args.input_column,
                 label_column=self.args.label_column,
                 label_names=label_names(self.real_train_dataset, self.args.label_column, self.num_labels),
-                seed_examples=seed_examples(targets) if self.args.targeted else {},
-                estimator=self.estimator if self.args.targeted else None,
-                targeted=self.args.targeted,
+                seed_examples=seed_examples(targets),
+                estimator=self.estimator if self.args.guidance else None,
             )
 
         candidates = generate_sharded(self.accelerator, self.generator, targets, request_for)
@@ -204,6 +208,43 @@ class CycleStagesMixin(_TrainerBase):
             return torch.empty(0)
         # A run pulled from the Hub has no pool scores: score the pool with the refitted estimator.
         return self.predict_member_logits(self.pool_dataset)
+
+    def _hand_back_best_cycle(self, store: CycleStore, history: ActiveSynthesisHistory) -> None:
+        """Records the best validation cycle and the cycles that lowered validation, and (with
+        `load_best_cycle_at_end`) loads the best cycle's weights, as `load_best_model_at_end` does for epochs."""
+        metric = self.args.cycle_metric
+        history.best_validation_cycle = best = history.best_cycle(metric)
+        history.cycles_lowering_validation = history.lowering_cycles(metric)
+        last = history.loaded_cycle = history.cycles[-1].cycle
+        if history.cycles_lowering_validation:
+            logger.warning(
+                "Validation %s fell in cycle(s) %s: the synthetic data of those cycles made the model worse on real "
+                "validation data.",
+                metric,
+                history.cycles_lowering_validation,
+            )
+        if not self.args.load_best_cycle_at_end or best == last:
+            return
+        checkpoint = store.cycle_dir(best) / CHECKPOINT_DIR
+        if not checkpoint.is_dir():
+            # A run pulled from the Hub holds only its last cycle's checkpoint.
+            logger.warning(
+                "The best validation cycle (%d) has no checkpoint in %s: keeping the last cycle's (%d) weights.",
+                best,
+                store.output_dir,
+                last,
+            )
+            return
+        self._load_from_checkpoint(str(checkpoint))
+        history.loaded_cycle = best
+        logger.info(
+            "Loaded the weights of cycle %d, the best by validation %s (%.4f; the last cycle, %d, has %.4f).",
+            best,
+            metric,
+            history.cycles[best].metric(metric),
+            last,
+            history.cycles[-1].metric(metric),
+        )
 
     def _public_config(self) -> dict[str, Any]:
         # `to_dict()` redacts `hub_token` and other secrets.

@@ -18,6 +18,9 @@ from .generators.base import SynthesisTarget
 if TYPE_CHECKING:
     from .config import ActiveSynthesisConfig
 
+TARGET_STRATEGIES = ("uncertain", "random")
+"""Values of `target_strategy`: the most uncertain real examples of each class, or seeded random ones."""
+
 
 @dataclass(frozen=True)
 class TargetingSettings:
@@ -29,7 +32,8 @@ class TargetingSettings:
         targets_per_class (`int`): Targets per class (fewer when a class has fewer examples).
         budget (`int`): Synthetic samples to accept per cycle (`synthetic_samples_per_cycle`).
         acquisition_function (`str`): The uncertainty score (a name of `acquisition.ACQUISITION_FUNCTIONS`).
-        targeted (`bool`): False for the untargeted baseline: random targets.
+        target_strategy (`str`, defaults to `"uncertain"`): `"uncertain"`: the highest acquisition scores of each
+            class; `"random"`: seeded random examples of each class (the random baselines).
     """
 
     input_column: str
@@ -38,7 +42,7 @@ class TargetingSettings:
     targets_per_class: int
     budget: int
     acquisition_function: str
-    targeted: bool = True
+    target_strategy: str = "uncertain"
 
     @classmethod
     def from_config(cls, args: ActiveSynthesisConfig, num_labels: int) -> TargetingSettings:
@@ -49,20 +53,25 @@ class TargetingSettings:
             targets_per_class=args.targets_per_class,
             budget=args.synthetic_samples_per_cycle,
             acquisition_function=args.acquisition_function,
-            targeted=args.targeted,
+            target_strategy=args.target_strategy,
         )
 
 
-def score_pool(pool_logits: torch.Tensor, acquisition_function: str, *, targeted: bool, seed: int) -> torch.Tensor:
-    """Acquisition scores `[N]` of the pool: `acquisition_function`, or seeded random scores when not `targeted`.
+def score_pool(
+    pool_logits: torch.Tensor, acquisition_function: str, *, target_strategy: str, seed: int
+) -> torch.Tensor:
+    """Acquisition scores `[N]` of the pool: `acquisition_function` for `"uncertain"` targets, seeded random scores
+    for `"random"` ones.
 
     Args:
         pool_logits (`torch.Tensor`): Member logits `[N, C, K]` of the real pool.
         acquisition_function (`str`): A name of `acquisition.ACQUISITION_FUNCTIONS` (e.g. `"bald"`).
-        targeted (`bool`): False for the untargeted baseline: random targets.
+        target_strategy (`str`): `"uncertain"` or `"random"` (the random baselines).
         seed (`int`): Seed of the random scores.
     """
-    return score(pool_logits, acquisition_function if targeted else "random", seed=seed)
+    if target_strategy not in TARGET_STRATEGIES:
+        raise ValueError(f"Unknown target strategy {target_strategy!r}; choose one of {list(TARGET_STRATEGIES)}.")
+    return score(pool_logits, acquisition_function if target_strategy == "uncertain" else "random", seed=seed)
 
 
 def interleave_by_rank(per_class: Mapping[int, Sequence[int]], targets_per_class: int, num_labels: int) -> list[int]:
@@ -90,8 +99,8 @@ def allocate_quotas(budget: int, num_targets: int) -> list[int]:
 def choose_targets(
     pool_logits: torch.Tensor, pool: Dataset, settings: TargetingSettings, seed: int
 ) -> list[SynthesisTarget]:
-    """The `targets_per_class` most uncertain real examples of each class (random ones for the untargeted
-    baseline), interleaved by rank, each with its quota of the cycle's budget.
+    """The `targets_per_class` most uncertain real examples of each class (random ones for
+    `target_strategy="random"`), interleaved by rank, each with its quota of the cycle's budget.
 
     Args:
         pool_logits (`torch.Tensor`): Member logits `[N, C, K]` of `pool`.
@@ -103,7 +112,9 @@ def choose_targets(
         `list[SynthesisTarget]`: Targets with a quota > 0; `target_id` is the position in the interleaved order.
     """
     labels = torch.tensor(pool[settings.label_column])
-    scores = score_pool(pool_logits, settings.acquisition_function, targeted=settings.targeted, seed=seed)
+    scores = score_pool(
+        pool_logits, settings.acquisition_function, target_strategy=settings.target_strategy, seed=seed
+    )
     per_class = select_per_class(scores, labels, settings.targets_per_class, settings.num_labels)
     ranked = interleave_by_rank(per_class, settings.targets_per_class, settings.num_labels)
     quotas = allocate_quotas(settings.budget, len(ranked))

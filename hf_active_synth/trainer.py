@@ -18,14 +18,17 @@ import torch.nn.functional as F
 from datasets import Dataset
 from torch import nn
 from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, Trainer, default_data_collator
+from transformers.trainer_utils import set_seed
 
 from .acquisition import uncertainty_summary
+from .auditing import CycleAuditor
 from .callbacks import CycleCallback, default_cycle_callbacks
 from .checks import check_generator, check_model_returns_logits, check_trainer_inputs
 from .config import ActiveSynthesisConfig
 from .cycle import ActiveSynthesisHistory, CycleResult, CycleStore, PlateauStopper
 from .data import IS_SYNTHETIC_COLUMN, LABELS_COLUMN, Preprocess, make_preprocess, to_model_inputs
 from .distributed import check_process_group, score_sharded
+from .evaluation.audit import OracleAudit
 from .filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
 from .generators.base import Generator
 from .modeling import extract_logits
@@ -109,6 +112,10 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
             starts and after each cycle is saved. Defaults to a [`hub.HubPublisher`] built from `args` when
             `args.publish_cycles` or `args.push_cycles_to_hub`, else none; a sequence given here replaces that
             default (include `HubPublisher.from_training_args(args)` to keep publishing).
+        label_oracle ([`evaluation.audit.OracleAudit`], *optional*): A fitted classifier of another kind, trained on
+            real labelled data outside the test split, that audits every cycle's accepted samples
+            (`CycleResult.label_audit["oracle_label_agreement"]`). With `args.heldout_audit_members > 0` a held-out
+            estimator audits their disagreement too (see [`auditing.CycleAuditor`]).
         **kwargs: Passed to [`~transformers.Trainer`] (`compute_metrics`, `callbacks`, `model_init`, ...).
     """
 
@@ -125,6 +132,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
         preprocess: Preprocess | None = None,
         pool_dataset: Dataset | None = None,
         cycle_callbacks: Sequence[CycleCallback] | None = None,
+        label_oracle: OracleAudit | None = None,
         data_collator: Callable | None = None,
         compute_metrics: Callable | None = None,
         **kwargs: Any,
@@ -177,6 +185,16 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
         if cycle_callbacks is None:
             cycle_callbacks = default_cycle_callbacks(self.args, self.current_model(), self.filters)
         self.cycle_callbacks: list[CycleCallback] = list(cycle_callbacks)
+        heldout = args.heldout_audit_members
+        self.auditor = CycleAuditor(
+            oracle=label_oracle,
+            # Seeded far from the guiding members (`seed + 1 ... seed + K`): none of them is a held-out member's twin.
+            heldout_estimator=make_estimator(args.uncertainty_method, heldout, seed=args.seed + 10_000)
+            if heldout
+            else None,
+            input_column=args.input_column,
+            label_column=args.label_column,
+        )
 
     # ------------------------------------------------------------------ what estimators use (`FitContext`)
 
@@ -212,16 +230,18 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
         member_trainer.train()
         return self.accelerator.unwrap_model(member_trainer.model)
 
-    def predict_member_logits(self, dataset: Dataset) -> torch.Tensor:
-        """Member logits `[N, C, K]` from the fitted estimator, sharded across processes and gathered in order.
+    def predict_member_logits(self, dataset: Dataset, estimator: UncertaintyEstimator | None = None) -> torch.Tensor:
+        """Member logits `[N, C, K]` from a fitted estimator, sharded across processes and gathered in order.
 
         Args:
             dataset (`datasets.Dataset`): Raw rows to score (preprocessed here, each process only its share).
+            estimator ([`UncertaintyEstimator`], *optional*): Defaults to the loop's estimator.
         """
+        estimator = estimator if estimator is not None else self.estimator
 
         def score_rows(rows: Dataset) -> torch.Tensor:
             inputs = to_model_inputs(rows, self.preprocess, label_column=None, is_synthetic=False)
-            return self.estimator.predict(inputs)
+            return estimator.predict(inputs)
 
         return score_sharded(self.accelerator, dataset, score_rows)
 
@@ -267,6 +287,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
                 )
                 break
             pool_logits = self._run_cycle(cycle, store, history, pool_logits)
+        self._hand_back_best_cycle(store, history)
         if self.is_world_process_zero():
             store.write_history(history, self._public_config())
         logger.info("Active synthesis finished: %s", history.stop_reason)
@@ -294,6 +315,10 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
                 candidates = self._generate_stage(targets, cycle)
             with timer("filter"):
                 accepted, filter_counts = self._filter_and_select(candidates, targets, cycle)
+            if self.auditor.active:
+                with timer("audit"):
+                    set_seed(self._stage_seed(cycle, "audit"))
+                    label_audit = self.auditor.audit(accepted, self, self.predict_member_logits)
             self._add_synthetic(accepted)
         with timer("train"):
             self._train_stage(cycle)
@@ -303,7 +328,12 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
         if estimate:
             with timer("estimate"):
                 new_pool_logits = self._estimate_stage(cycle)
+                heldout = uncertainty_summary(self.predict_member_logits(self.real_eval_dataset))
         result = CycleResult(cycle=cycle, eval_metrics=metrics, stage_seconds=timer.seconds)
+        if estimate:
+            result.heldout_uncertainty = heldout
+        if synthesize and self.auditor.active:
+            result.label_audit = label_audit
         if synthesize:
             target_ids = [target.example_id for target in targets]
             labels = accepted[self.args.label_column]

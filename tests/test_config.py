@@ -1,8 +1,10 @@
 """ActiveSynthesisConfig from the command line and from YAML."""
 
+import dataclasses
 import subprocess
 import sys
 
+import pytest
 import yaml
 from transformers import HfArgumentParser
 
@@ -22,13 +24,46 @@ def test_command_line(tmp_path):
             "lora_ensemble",
             "--acquisition_function",
             "variance",
-            "--targeted",
+            "--target_strategy",
+            "random",
+            "--guidance",
             "false",
         ]
     )
     assert config.num_cycles == 5 and config.synthetic_loss_weight == 0.5
     assert config.uncertainty_method == "lora_ensemble" and config.acquisition_function == "variance"
-    assert not config.targeted and config.selection_strategy == "random"
+    # Each mechanism is its own switch: random targets and no guidance leave selection alone.
+    assert config.target_strategy == "random" and not config.guidance and config.selection_strategy == "top"
+
+
+def test_targeting_guidance_and_selection_default_to_the_product(tmp_path):
+    config = ActiveSynthesisConfig(output_dir=str(tmp_path))
+    assert config.target_strategy == "uncertain" and config.guidance and config.selection_strategy == "top"
+    assert config.targeted is None
+
+
+def test_rejects_an_unknown_target_strategy(tmp_path):
+    with pytest.raises(ValueError, match="'uncertain' or 'random'"):
+        ActiveSynthesisConfig(output_dir=str(tmp_path), target_strategy="hardest")
+    with pytest.raises(SystemExit):  # the command line offers the choices only
+        HfArgumentParser(ActiveSynthesisConfig).parse_args_into_dataclasses(
+            ["--output_dir", str(tmp_path), "--target_strategy", "hardest"]
+        )
+
+
+def test_deprecated_targeted_false_means_the_three_random_baseline_switches(tmp_path):
+    with pytest.warns(FutureWarning, match="target_strategy"):
+        (config,) = HfArgumentParser(ActiveSynthesisConfig).parse_args_into_dataclasses(
+            ["--output_dir", str(tmp_path), "--targeted", "false"]
+        )
+    assert config.target_strategy == "random" and not config.guidance and config.selection_strategy == "random"
+    # Translated once: a copy (as `member_args` and comparisons make) keeps the new fields and can change them.
+    assert config.targeted is None
+    copy = dataclasses.replace(config, selection_strategy="top")
+    assert copy.target_strategy == "random" and copy.selection_strategy == "top"
+    with pytest.warns(FutureWarning):
+        kept = ActiveSynthesisConfig(output_dir=str(tmp_path), targeted=True)
+    assert kept.target_strategy == "uncertain" and kept.guidance and kept.selection_strategy == "top"
 
 
 def test_defaults_follow_the_proposal(tmp_path):
@@ -51,6 +86,7 @@ def test_help_renders():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--synthetic_loss_weight" in result.stdout and "--plateau_patience" in result.stdout
+    assert "--target_strategy" in result.stdout and "--guidance" in result.stdout
 
 
 def test_one_table_names_the_estimators():

@@ -9,6 +9,7 @@ from tiny import TinyMLP, WordSwapGenerator, make_args, make_bert, make_trainer,
 
 from hf_active_synth import ActiveSynthesisTrainer
 from hf_active_synth.cycle import CycleStore
+from hf_active_synth.targeting import seed_examples
 
 
 def test_training_changes_parameters(tmp_path):
@@ -36,7 +37,7 @@ def test_run_cycles_records_a_complete_history(tmp_path):
     assert sum(first.accepted_per_class.values()) == 6
     # The generator was asked about the most uncertain real examples, with the estimator for guidance.
     request = generator.requests[0]
-    assert request.targeted and request.estimator is trainer.estimator
+    assert request.estimator is trainer.estimator and request.seed_examples == seed_examples(request.targets)
     assert sum(t.num_samples for t in request.targets) == 6
     # Artifacts of every cycle are on disk, and the synthetic data carries provenance and scores.
     store = CycleStore(tmp_path / "run")
@@ -79,13 +80,40 @@ def test_accepted_samples_are_the_most_uncertain_candidates(tmp_path):
     assert sum(accepted["synth_score"]) / len(accepted) > discarded_mean
 
 
-def test_untargeted_baseline_uses_no_guidance(tmp_path):
-    generator = WordSwapGenerator()
-    trainer = make_trainer(tmp_path, generator, num_cycles=1, targeted=False)
-    assert trainer.args.selection_strategy == "random"
-    trainer.run_cycles()
-    request = generator.requests[0]
-    assert not request.targeted and request.estimator is None and request.seed_examples == {}
+# The comparison methods as override sets: each mechanism (which targets, guidance, selection) is its own switch.
+SWITCHES = {
+    "active_synthesis": {},
+    "random_synthetic": {"target_strategy": "random", "guidance": False, "selection_strategy": "random"},
+    "random_targets": {"target_strategy": "random"},
+    "unguided_targeted": {"guidance": False},
+}
+
+
+def test_each_switch_changes_only_its_own_mechanism(tmp_path):
+    requests, selections = {}, {}
+    for method, overrides in SWITCHES.items():
+        generator = WordSwapGenerator()
+        trainer = make_trainer(tmp_path, generator, name=method, num_cycles=1, **overrides)
+        trainer.run_cycles()
+        (requests[method],) = generator.requests
+        selections[method] = trainer.args.selection_strategy
+    assert selections == {
+        "active_synthesis": "top",
+        "random_synthetic": "random",
+        "random_targets": "top",
+        "unguided_targeted": "top",
+    }
+    # Guidance iff `guidance`: random targets with guidance on still get the estimator; guidance off gets none.
+    for method, request in requests.items():
+        assert (request.estimator is not None) == SWITCHES[method].get("guidance", True), method
+    # Every request carries its targets' examples as seed examples, random targets included (same prompt-building).
+    for method, request in requests.items():
+        assert request.seed_examples == seed_examples(request.targets) and request.seed_examples, method
+    # Targets depend on `target_strategy` only (same seeds, so the same rows), not on guidance or selection.
+    ids = {method: [(t.example_id, t.num_samples) for t in request.targets] for method, request in requests.items()}
+    assert ids["active_synthesis"] == ids["unguided_targeted"]
+    assert ids["random_synthetic"] == ids["random_targets"]
+    assert ids["active_synthesis"] != ids["random_targets"]
 
 
 def test_plateau_stops_early(tmp_path):

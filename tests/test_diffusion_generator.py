@@ -57,7 +57,7 @@ def _callback(ensemble, labels, **kwargs):
     )
 
 
-def _request(estimator=None, targeted=True, seed=0, num_samples=2, candidates_per_sample=2, examples=None):
+def _request(estimator=None, seed=0, num_samples=2, candidates_per_sample=2, examples=None):
     labels = [3, 7]
     targets = [
         SynthesisTarget(
@@ -79,7 +79,6 @@ def _request(estimator=None, targeted=True, seed=0, num_samples=2, candidates_pe
         label_column="label",
         label_names=[str(digit) for digit in range(10)],
         estimator=estimator,
-        targeted=targeted,
     )
 
 
@@ -236,15 +235,40 @@ def test_generator_is_deterministic_per_seed(ensemble):
     assert all(np.abs(a.astype(int) - b.astype(int)).max() <= 1 for a, b in zip(first, regrouped))
 
 
-def test_untargeted_request_is_plain_class_conditional_sampling(ensemble):
+def _pixels(dataset) -> list[list]:
+    return [np.asarray(image).tolist() for image in dataset["image"]]
+
+
+def test_guidance_iff_the_request_carries_an_estimator(ensemble):
     pipeline = tiny_class_conditional_pipeline()
-    examples = [np.full((8, 8), 255, dtype=np.uint8)] * 2
-    baseline = _generator(pipeline, strength=0.5).generate(_request(estimator=None, targeted=False, examples=examples))
-    unguided = _generator(pipeline, guidance_scale=0.0, label_scale=0.0).generate(_request(estimator=ensemble))
-    assert [np.asarray(i).tolist() for i in baseline["image"]] == [np.asarray(i).tolist() for i in unguided["image"]]
-    assert set(baseline["synth_guidance_scale"]) == {0.0}
-    assert set(baseline["synth_strength"]) == {None}
-    assert list(baseline["synth_seed_example_ids"]) == [[]] * 8
+    generator = _generator(pipeline, guidance_scale=0.3, label_scale=0.1)
+    guided = generator.generate(_request(estimator=ensemble))
+    unguided = generator.generate(_request(estimator=None))  # guidance=False: no estimator, no error
+    plain = _generator(pipeline, guidance_scale=0.0, label_scale=0.0).generate(_request(estimator=ensemble))
+    assert _pixels(unguided) == _pixels(plain)  # the same noise, sampled without guidance
+    assert _pixels(guided) != _pixels(unguided)
+    assert set(guided["synth_guidance_scale"]) == {0.3} and set(unguided["synth_guidance_scale"]) == {0.0}
+    assert set(unguided["synth_guidance_acquisition"]) == {None}
+
+
+def test_unguided_requests_are_anchored_on_the_target_image_too(ensemble):
+    # The random baselines keep active synthesis's img2img anchoring: only the guidance is off.
+    pipeline = tiny_class_conditional_pipeline()
+    white = [np.full((8, 8), 255, dtype=np.uint8)] * 2
+    black = [np.zeros((8, 8), dtype=np.uint8)] * 2
+    anchored = _generator(pipeline, strength=0.5).generate(_request(estimator=None, examples=white))
+    from_noise = _generator(pipeline).generate(_request(estimator=None, examples=white))
+    other_anchor = _generator(pipeline, strength=0.5).generate(_request(estimator=None, examples=black))
+    # Same seeds and settings as the guided path with its terms at zero: the same anchored samples.
+    zero_guided = _generator(pipeline, strength=0.5, guidance_scale=0.0, label_scale=0.0).generate(
+        _request(estimator=ensemble, examples=white)
+    )
+    assert _pixels(anchored) == _pixels(zero_guided)
+    assert _pixels(anchored) != _pixels(from_noise) and _pixels(anchored) != _pixels(other_anchor)
+    assert np.mean(_pixels(anchored)) > np.mean(_pixels(other_anchor))  # pulled towards its (white) anchor
+    assert set(anchored["synth_strength"]) == {0.5} and set(anchored["synth_guidance_scale"]) == {0.0}
+    assert list(anchored["synth_seed_example_ids"]) == [[100]] * 4 + [[101]] * 4
+    assert set(from_noise["synth_strength"]) == {None} and list(from_noise["synth_seed_example_ids"]) == [[]] * 8
 
 
 def test_generator_img2img_records_the_seed_example(ensemble):
@@ -257,8 +281,6 @@ def test_generator_img2img_records_the_seed_example(ensemble):
 
 def test_generator_input_errors(ensemble):
     pipeline = tiny_class_conditional_pipeline()
-    with pytest.raises(ValueError, match="request.estimator"):
-        _generator(pipeline).generate(_request(estimator=None))
     with pytest.raises(ValueError, match="strength"):
         _generator(pipeline, strength=1.5).generate(_request(estimator=ensemble))
     with pytest.raises(ValueError, match="no targets"):

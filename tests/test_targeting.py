@@ -1,9 +1,10 @@
-"""Choosing targets without a trainer: quotas sum to the budget, classes interleave by rank, random vs targeted."""
+"""Choosing targets without a trainer: quotas sum to the budget, classes interleave by rank, uncertain vs random."""
 
 import pytest
 import torch
 from datasets import Dataset
 
+from hf_active_synth.acquisition import score
 from hf_active_synth.targeting import (
     TargetingSettings,
     allocate_quotas,
@@ -32,7 +33,7 @@ def settings(**overrides):
         targets_per_class=2,
         budget=7,
         acquisition_function="bald",
-        targeted=True,
+        target_strategy="uncertain",
     )
     values.update(overrides)
     return TargetingSettings(**values)
@@ -57,7 +58,7 @@ def test_targets_are_the_most_uncertain_of_each_class_with_the_budget_split():
     assert [t.target_id for t in targets] == [0, 1, 2, 3]
     assert [t.label for t in targets] == [0, 1, 0, 1]
     assert [t.num_samples for t in targets] == [2, 2, 2, 1]
-    scores = score_pool(logits, "bald", targeted=True, seed=3)
+    scores = score_pool(logits, "bald", target_strategy="uncertain", seed=3)
     labels = torch.tensor(pool["label"])
     for label in (0, 1):
         ranked = sorted((i for i in range(len(pool)) if labels[i] == label), key=lambda i: -scores[i])
@@ -75,16 +76,25 @@ def test_targets_beyond_the_budget_are_dropped():
     assert [t.num_samples for t in targets] == [1, 1, 1]
 
 
-def test_untargeted_targets_are_seeded_random_not_the_most_uncertain():
+def test_random_targets_are_seeded_random_not_the_most_uncertain():
     pool, logits = pool_and_logits(num_rows=40)
     targeted = choose_targets(logits, pool, settings(targets_per_class=3), seed=0)
-    random_a = choose_targets(logits, pool, settings(targets_per_class=3, targeted=False), seed=0)
-    random_b = choose_targets(logits, pool, settings(targets_per_class=3, targeted=False), seed=0)
-    random_c = choose_targets(logits, pool, settings(targets_per_class=3, targeted=False), seed=1)
+    random_a = choose_targets(logits, pool, settings(targets_per_class=3, target_strategy="random"), seed=0)
+    random_b = choose_targets(logits, pool, settings(targets_per_class=3, target_strategy="random"), seed=0)
+    random_c = choose_targets(logits, pool, settings(targets_per_class=3, target_strategy="random"), seed=1)
     assert random_a == random_b
     assert [t.example_id for t in random_a] != [t.example_id for t in random_c]
     assert [t.example_id for t in random_a] != [t.example_id for t in targeted]
     assert sum(t.num_samples for t in random_a) == 7
+
+
+def test_target_strategies_score_with_the_acquisition_function_or_the_seeded_random_stream():
+    # The seeded streams are those of `acquisition.score`: changing them would change every seeded run.
+    _, logits = pool_and_logits()
+    assert torch.equal(score_pool(logits, "bald", target_strategy="uncertain", seed=5), score(logits, "bald", seed=5))
+    assert torch.equal(score_pool(logits, "bald", target_strategy="random", seed=5), score(logits, "random", seed=5))
+    with pytest.raises(ValueError, match="uncertain"):
+        score_pool(logits, "bald", target_strategy="hardest", seed=5)
 
 
 def test_seed_examples_group_targets_by_label():

@@ -1,7 +1,8 @@
-"""TextGenerationGenerator: targeted prompts, over-generation, provenance, determinism, left padding."""
+"""TextGenerationGenerator: few-shot prompts, over-generation, provenance, determinism, left padding."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 
 import pytest
@@ -18,7 +19,8 @@ from hf_active_synth.generators.base import (
     SynthesisTarget,
 )
 from hf_active_synth.generators.text import PROMPT_COLUMN, PromptTemplates, TextGenerationGenerator
-from hf_active_synth.generators.text_prompts import seed_similarity
+from hf_active_synth.generators.text_prompts import PromptWriter, seed_similarity
+from hf_active_synth.targeting import TargetingSettings, choose_targets, seed_examples
 
 SPECIAL = ["<pad>", "<eos>", "<unk>", "<|user|>", "<|system|>", "<|assistant|>"]
 # Words the random model may sample: none of them is a label, a preamble or chatter for the parser.
@@ -91,7 +93,7 @@ def make_generator(chat_template: bool = True, **kwargs) -> TextGenerationGenera
     return TextGenerationGenerator(make_model(), **defaults)
 
 
-def make_request(targeted: bool = True, seed: int = 0, candidates_per_sample: int = 3) -> GenerationRequest:
+def make_request(seed: int = 0, candidates_per_sample: int = 3) -> GenerationRequest:
     targets = [
         SynthesisTarget(target_id=0, label=0, example_id=11, example="a dull and slow plot", score=0.9, num_samples=2),
         SynthesisTarget(
@@ -111,7 +113,6 @@ def make_request(targeted: bool = True, seed: int = 0, candidates_per_sample: in
         label_column="label",
         label_names=LABEL_NAMES,
         seed_examples=seed_examples,
-        targeted=targeted,
     )
 
 
@@ -146,7 +147,7 @@ def test_over_generates_per_target_with_provenance():
 
 
 def test_targeted_prompts_contain_the_uncertain_examples():
-    candidates = make_generator().generate(make_request(targeted=True))
+    candidates = make_generator().generate(make_request())
     for row in candidates:
         prompt = row[PROMPT_COLUMN]
         assert prompt.startswith("<|user|>") and prompt.endswith("<|assistant|> ")  # chat template used
@@ -161,14 +162,68 @@ def test_targeted_prompts_contain_the_uncertain_examples():
             assert row[SEED_IDS_COLUMN][-1] == 42
 
 
-def test_untargeted_prompts_ignore_seed_examples():
-    candidates = make_generator().generate(make_request(targeted=False))
-    assert len(candidates) == 9
-    for row in candidates:
-        prompt = row[PROMPT_COLUMN]
-        assert "dull and slow" not in prompt and "warm and sharp" not in prompt and "not quite fun" not in prompt
-        assert f"Write one new {LABEL_NAMES[row['label']]} movie review" in prompt
-        assert row[SEED_IDS_COLUMN] == []
+def writer(num_shots: int = 3) -> PromptWriter:
+    return PromptWriter(
+        templates=PromptTemplates(),
+        tokenizer=make_tokenizer(),
+        label_descriptions=None,
+        num_shots=num_shots,
+        max_example_chars=400,
+    )
+
+
+def test_random_target_prompts_are_few_shot_from_the_random_targets():
+    # The random baselines build prompts exactly as active synthesis does, from the random targets' examples.
+    from datasets import Dataset
+
+    texts = [
+        "a dull and slow plot",
+        "a warm and sharp cast",
+        "bad acting but good score",
+        "very good film",
+        "not quite fun",
+        "the plot is fun",
+        "the cast was dull",
+        "a sharp and fun film",
+    ]
+    pool = Dataset.from_dict({"sentence": texts, "label": [0, 1] * 4})
+    logits = torch.randn(8, 2, 3, generator=torch.Generator().manual_seed(0))
+    settings = TargetingSettings(
+        "sentence", "label", 2, targets_per_class=2, budget=4, acquisition_function="bald", target_strategy="random"
+    )
+    targets = choose_targets(logits, pool, settings, seed=0)
+    uncertain = choose_targets(logits, pool, dataclasses.replace(settings, target_strategy="uncertain"), seed=0)
+    assert {t.example_id for t in targets} != {t.example_id for t in uncertain}
+    request = make_request()
+    request.targets, request.seed_examples = targets, seed_examples(targets)
+    jobs = writer().jobs(request)
+    assert len(jobs) == request.num_candidates
+    header = PromptTemplates().few_shot.split("{label}")[0]
+    for job in jobs:
+        same_label = {t.example_id: t.example for t in targets if t.label == job.target.label}
+        # Few-shot: the target's own (random) example last, the other shots from the random targets of its label.
+        assert job.seed_ids[-1] == job.target.example_id and set(job.seed_ids) == set(same_label)
+        assert job.examples == [same_label[i] for i in job.seed_ids]
+        assert header in job.prompt and f'"{job.target.example}"' in job.prompt
+        expected = PromptTemplates().render(LABEL_NAMES[job.target.label], job.examples)
+        assert job.prompt == writer().format(expected)
+        for other in uncertain:
+            if other.example_id not in same_label:
+                assert f'"{other.example}"' not in job.prompt
+
+
+def test_zero_shot_only_for_a_target_with_nothing_to_show():
+    request = make_request(candidates_per_sample=1)
+    bare = SynthesisTarget(target_id=0, label=0, example_id=7, example=None, score=0.0, num_samples=1)
+    request.targets = [bare]
+    # The label still has seed examples: the prompt shows num_shots of them, few-shot.
+    (job,) = writer().jobs(request)
+    assert len(job.examples) == 3 and set(job.seed_ids) == {11, 12, 13}
+    assert "subtle and easy to misread" in job.prompt
+    request.seed_examples = {}
+    (job,) = writer().jobs(request)
+    assert job.examples == [] and job.seed_ids == []
+    assert "Write one new negative movie review. Reply with the movie review only." in job.prompt
 
 
 def test_same_seed_same_candidates_other_seed_differs():
@@ -263,9 +318,9 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="temperature"):
         TextGenerationGenerator("m", temperature=0)
     with pytest.raises(ValueError, match="unknown placeholder"):
-        PromptTemplates(targeted="{label} {sentiment}")
-    with pytest.raises(ValueError, match="untargeted"):
-        PromptTemplates(untargeted="{examples}")
+        PromptTemplates(few_shot="{label} {sentiment}")
+    with pytest.raises(ValueError, match="zero_shot"):
+        PromptTemplates(zero_shot="{examples}")
     with pytest.raises(ValueError, match="tokenizer"):
         TextGenerationGenerator(make_model()).generate(make_request())
     request = make_request()

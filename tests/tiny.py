@@ -89,8 +89,7 @@ class WordSwapGenerator:
             for target in request.targets:
                 rng = random.Random(request.seed * 100_003 + target.target_id)
                 for _ in range(target.num_samples * request.candidates_per_sample):
-                    words = target.example.split() if request.targeted else []
-                    words = words + [sentence(rng, target.label, noise=0.5)]
+                    words = target.example.split() + [sentence(rng, target.label, noise=0.5)]
                     rows[request.input_column].append(" ".join(words))
                     rows[request.label_column].append(target.label)
                     rows["synth_cycle"].append(request.cycle)

@@ -1,15 +1,18 @@
-"""Run active synthesis against its baselines on the same splits, budget and code path, over several seeds.
+"""Run active synthesis against its baselines and ablations, paired by (seed, data split), and report the pairs.
 
-Methods (`METHODS`), each a set of `ActiveSynthesisConfig` overrides on the user's config:
+Every method (`methods.COMPARISON_METHODS`) is a set of `ActiveSynthesisConfig` overrides on the user's config, run
+through the same loop, data, budget and code path. Each (seed, split) pair runs every method: the split decides
+which real rows are labelled, validation and pool (and with them the generator trained on that split), the seed the
+model, data order and generation streams. Pairs are what the report's statistics are computed over.
 
-* `real_only`: the same cycles of retraining, no synthetic data (`synthetic_samples_per_cycle=0`);
-* `random_synthetic`: the same generator, untargeted: random targets, no guidance, random selection;
-* `bald_active_learning`: the proposal's competing method: each cycle acquires the labels of the most uncertain
-  (BALD) rows of a held-back real pool, as many as the synthetic budget (`PoolAcquisitionGenerator`);
-* `active_synthesis`: the product.
+Layout: `output_dir/<method>/split-<k>/seed-<s>/` holds one run (its cycles, `history.json` and
+`final_metrics.json`). A run with `final_metrics.json` is finished and reused; any other is resumed from its last
+complete cycle, so an interrupted comparison continues where it stopped. Several processes may share one
+`output_dir`, each with a subset of methods (`--compare_methods`); the report is always written from every finished
+run on disk, so the last process to finish writes the complete one.
 
-Every run is resumable (it lives in `output_dir/<method>/seed-<s>/`), so an interrupted comparison continues where it
-stopped. The final model of each run is scored on the test split and on corrupted copies of it.
+The test metrics of a run are those of the model it hands back, its best validation cycle
+(`load_best_cycle_at_end`), with the last cycle's recorded beside them (`"last"`).
 """
 
 from __future__ import annotations
@@ -18,48 +21,65 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from datasets import Dataset
 
 from ..config import ActiveSynthesisConfig
-from ..cycle import HISTORY_FILE, CycleStore
+from ..cycle import CHECKPOINT_DIR, HISTORY_FILE, CycleStore
 from ..data import to_model_inputs
 from ..filters import ExactDuplicateFilter
 from ..generators.pool import PoolAcquisitionGenerator
 from .corruptions import corrupt_dataset
+from .methods import METHODS, ComparisonMethod, resolve_methods
 from .metrics import compute_classification_metrics
 from .report import build_report
 
 logger = logging.getLogger(__name__)
 
-MethodName = Literal["real_only", "random_synthetic", "bald_active_learning", "active_synthesis"]
-METHODS: tuple[MethodName, ...] = ("real_only", "random_synthetic", "bald_active_learning", "active_synthesis")
-METHOD_OVERRIDES: dict[str, dict[str, Any]] = {
-    "real_only": {"synthetic_samples_per_cycle": 0},
-    "random_synthetic": {"targeted": False, "selection_strategy": "random"},
-    # Acquired rows are real, so they weigh as much as the rest of the real data.
-    "bald_active_learning": {"acquisition_function": "bald", "synthetic_loss_weight": 1.0, "targeted": True},
-    "active_synthesis": {},
-}
 EXTRAS_FILE = "final_metrics.json"
+COMPARISON_FILE = "comparison.json"
+"""`output_dir/comparison.json`: what the report needs that no run holds (class names)."""
 
-TrainerFactory = Callable[[ActiveSynthesisConfig], Any]
-"""Builds an `ActiveSynthesisTrainer` (model, data, generator) for a config whose seed and output_dir are set."""
+
+@dataclass
+class ComparisonTask:
+    """What one data split gives every run of a comparison.
+
+    Args:
+        build_trainer (`Callable[[ActiveSynthesisConfig], ActiveSynthesisTrainer]`): The trainer of one run, for a
+            config whose seed and output_dir are set (model, data of this split, generator, filters).
+        test_dataset (`datasets.Dataset`): The held-out real test split (raw rows).
+        acquisition_pool (`datasets.Dataset`, *optional*): Held-back labelled real rows for `bald_active_learning`.
+        label_names (`Sequence[str]`, *optional*): Class names, for the per-class plot.
+    """
+
+    build_trainer: Callable[[ActiveSynthesisConfig], Any]
+    test_dataset: Dataset
+    acquisition_pool: Dataset | None = None
+    label_names: Sequence[str] | None = None
+
+
+TaskFactory = Callable[[int], ComparisonTask]
+"""Builds the [`ComparisonTask`] of a data split (`split -> task`); called only for splits with unfinished runs."""
+
+
+def run_directory(output_dir: str | Path, method: str, split: int, seed: int) -> Path:
+    """`output_dir/<method>/split-<split>/seed-<seed>/`: where one run lives."""
+    return Path(output_dir) / method / f"split-{split}" / f"seed-{seed}"
 
 
 def method_config(
-    config: ActiveSynthesisConfig, method: str, seed: int, output_dir: str | Path
+    config: ActiveSynthesisConfig, method: ComparisonMethod, seed: int, run_dir: str | Path
 ) -> ActiveSynthesisConfig:
     """The config of one run: the user's config with the method's overrides, the seed and the run's folder."""
-    if method not in METHOD_OVERRIDES:
-        raise ValueError(f"Unknown method {method!r}; choose from {list(METHOD_OVERRIDES)}.")
     return dataclasses.replace(
         config,
-        **METHOD_OVERRIDES[method],
+        **method.overrides,
         seed=seed,
-        output_dir=str(Path(output_dir) / method / f"seed-{seed}"),
+        output_dir=str(run_dir),
         # Comparison runs are experiments, not artifacts: no Hub-layout copies of every checkpoint.
         publish_cycles=False,
         push_cycles_to_hub=False,
@@ -99,68 +119,126 @@ def evaluate_final_model(
 
 
 def run_comparison(
-    factory: TrainerFactory,
+    task_factory: TaskFactory,
     config: ActiveSynthesisConfig,
     output_dir: str | Path,
     *,
-    test_dataset: Dataset,
-    acquisition_pool: Dataset | None = None,
     methods: Sequence[str] = METHODS,
-    seeds: Sequence[int] = (0, 1, 2),
+    seeds: Sequence[int] = (0, 1),
+    splits: Sequence[int] = (0, 1),
     corruptions: Mapping[str, Sequence[int]] | None = None,
-    label_names: Sequence[str] | None = None,
 ) -> Path:
-    """Runs every method over every seed, scores the final models, and writes `report.md` + plots.
+    """Runs every method on every (seed, split) pair, scores the handed-back models, and writes the report.
 
     Args:
-        factory (`Callable[[ActiveSynthesisConfig], ActiveSynthesisTrainer]`): Builds the trainer of one run.
+        task_factory (`Callable[[int], ComparisonTask]`): Builds a split's data, generator and trainer factory.
         config ([`ActiveSynthesisConfig`]): Shared settings; each method applies its overrides on top.
-        output_dir (`str` or `Path`): Runs go to `output_dir/<method>/seed-<s>/`, the report to `output_dir/`.
-        test_dataset (`datasets.Dataset`): Held-out real test split (raw rows).
-        acquisition_pool (`datasets.Dataset`, *optional*): Held-back labelled real rows for `bald_active_learning`.
-        methods (sequence of `str`): Subset of `METHODS` to run.
-        seeds (sequence of `int`): Seeds; each seed also changes the run's data order and generator streams.
+        output_dir (`str` or `Path`): Runs go to `output_dir/<method>/split-<k>/seed-<s>/`, the report to
+            `output_dir/`.
+        methods (sequence of `str`): Names from `methods.COMPARISON_METHODS`.
+        seeds (sequence of `int`): Run seeds.
+        splits (sequence of `int`): Data-split seeds.
         corruptions (`Mapping[str, Sequence[int]]`, *optional*): Corruption name -> severities for robustness.
-        label_names (sequence of `str`, *optional*): Class names for the per-class plot.
 
     Returns:
-        `Path`: The path of the written `report.md`.
+        `Path`: The path of the written `report.md` (covering every finished run in `output_dir`).
     """
-    if "bald_active_learning" in methods and acquisition_pool is None:
-        raise ValueError("The `bald_active_learning` baseline needs `acquisition_pool` (held-back labelled rows).")
-    results: dict[str, list[dict[str, Any]]] = {}
-    extras: dict[str, list[dict[str, Any]]] = {}
-    for method in methods:
-        for seed in seeds:
-            run_config = method_config(config, method, seed, output_dir)
-            history, final = run_one(factory, run_config, method, test_dataset, acquisition_pool, corruptions)
-            results.setdefault(method, []).append(history)
-            extras.setdefault(method, []).append(final)
-    return build_report(results, output_dir, extras=extras, label_names=label_names)
+    chosen = resolve_methods(methods)
+    for split in splits:
+        task: ComparisonTask | None = None
+        for method in chosen:
+            for seed in seeds:
+                run_dir = run_directory(output_dir, method.name, split, seed)
+                if (run_dir / EXTRAS_FILE).is_file() and (run_dir / HISTORY_FILE).is_file():
+                    logger.info("Reusing the finished run in %s.", run_dir)
+                    continue
+                if task is None:  # built lazily: a finished split retrains no generator
+                    task = task_factory(split)
+                    _remember_label_names(output_dir, task.label_names)
+                run_one(task, method_config(config, method, seed, run_dir), method, split, corruptions)
+    return write_comparison_report(output_dir)
 
 
 def run_one(
-    factory: TrainerFactory,
+    task: ComparisonTask,
     run_config: ActiveSynthesisConfig,
-    method: str,
-    test_dataset: Dataset,
-    acquisition_pool: Dataset | None,
+    method: ComparisonMethod,
+    split: int,
     corruptions: Mapping[str, Sequence[int]] | None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One method × seed: runs (or resumes, or reuses) its cycles and scores its final model."""
+) -> dict[str, Any]:
+    """One method × seed × split: runs (or resumes) its cycles, scores its models and writes `final_metrics.json`.
+
+    The entry holds the test metrics of the best validation cycle (the model `run_cycles` hands back), with its
+    `seed`, `split`, `method` and `cycle`, and under `"last"` those of the last cycle.
+    """
     run_dir = Path(run_config.output_dir)
-    extras_path = run_dir / EXTRAS_FILE
-    history_path = run_dir / HISTORY_FILE
-    if extras_path.is_file() and history_path.is_file():
-        logger.info("Reusing the finished run in %s.", run_dir)
-        return json.loads(history_path.read_text()), json.loads(extras_path.read_text())
-    trainer = factory(run_config)
-    if method == "bald_active_learning":
-        trainer.generator = PoolAcquisitionGenerator(acquisition_pool)
+    trainer = task.build_trainer(run_config)
+    if method.acquires_real_labels:
+        if task.acquisition_pool is None:
+            raise ValueError(f"`{method.name}` needs the task's `acquisition_pool` (held-back labelled rows).")
+        trainer.generator = PoolAcquisitionGenerator(task.acquisition_pool)
         trainer.filters = [ExactDuplicateFilter()]
-    resume = bool(CycleStore(run_dir).completed_cycles())
-    trainer.run_cycles(resume=resume)
-    final = evaluate_final_model(trainer, test_dataset, corruptions, corruption_seed=0)
-    extras_path.write_text(json.dumps(final, indent=2))
-    history = json.loads(history_path.read_text())
-    return history, final
+    store = CycleStore(run_dir)
+    history = trainer.run_cycles(resume=bool(store.completed_cycles()))
+    best, last = history.best_validation_cycle, history.cycles[-1].cycle
+    _load_cycle(trainer, store, best)
+    entry: dict[str, Any] = {"method": method.name, "seed": run_config.seed, "split": split, "cycle": best}
+    entry.update(evaluate_final_model(trainer, task.test_dataset, corruptions, corruption_seed=0))
+    if last != best:
+        _load_cycle(trainer, store, last)
+        last_scores = evaluate_final_model(trainer, task.test_dataset)
+    else:
+        last_scores = entry
+    entry["last"] = {"cycle": last, **{k: last_scores[k] for k in ("clean_accuracy", "clean_f1_macro", "ece")}}
+    (run_dir / EXTRAS_FILE).write_text(json.dumps(entry, indent=2))
+    return entry
+
+
+def _load_cycle(trainer: Any, store: CycleStore, cycle: int) -> None:
+    trainer._load_from_checkpoint(str(store.cycle_dir(cycle) / CHECKPOINT_DIR))
+
+
+def _remember_label_names(output_dir: str | Path, label_names: Sequence[str] | None) -> None:
+    if label_names is None:
+        return
+    path = Path(output_dir) / COMPARISON_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"label_names": list(label_names)}, indent=2))
+
+
+def collect_runs(output_dir: str | Path) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+    """Every finished run under `output_dir`: `(method -> histories, method -> final-metric entries)`.
+
+    Methods come in report order (`METHODS`, then any other name alphabetically), runs by (split, seed). Each
+    history gets its run's `seed` and `split` at the top level, so histories pair like entries do.
+    """
+    root = Path(output_dir)
+    found = sorted(root.glob(f"*/split-*/seed-*/{EXTRAS_FILE}"))
+    order = {name: i for i, name in enumerate(METHODS)}
+    runs = []
+    for path in found:
+        run_dir = path.parent
+        if not (run_dir / HISTORY_FILE).is_file():
+            continue
+        entry = json.loads(path.read_text())
+        history = json.loads((run_dir / HISTORY_FILE).read_text())
+        history["seed"], history["split"] = entry["seed"], entry["split"]
+        runs.append(
+            (order.get(entry["method"], len(order)), entry["method"], entry["split"], entry["seed"], history, entry)
+        )
+    results: dict[str, list[dict]] = {}
+    entries: dict[str, list[dict]] = {}
+    for _, method, _, _, history, entry in sorted(runs, key=lambda run: run[:4]):
+        results.setdefault(method, []).append(history)
+        entries.setdefault(method, []).append(entry)
+    return results, entries
+
+
+def write_comparison_report(output_dir: str | Path) -> Path:
+    """Writes `report.md`, `summary.json` and the plots of every finished run in `output_dir`."""
+    results, entries = collect_runs(output_dir)
+    if not results:
+        raise ValueError(f"No finished comparison run under {output_dir} (<method>/split-<k>/seed-<s>/).")
+    meta_path = Path(output_dir) / COMPARISON_FILE
+    label_names = json.loads(meta_path.read_text()).get("label_names") if meta_path.is_file() else None
+    return build_report(results, output_dir, extras=entries, label_names=label_names)

@@ -21,6 +21,7 @@ from typing import Any
 
 from . import analysis
 from .analysis import Extras, Results
+from .paired_tables import format_paired_sections
 from .plots import plot_accuracy_vs_synthetic, plot_entropy_per_cycle, plot_synthetic_per_class
 from .summary import ComparisonSummary
 from .tables import (
@@ -51,8 +52,11 @@ def summarize(
 
 def render_markdown(summary: ComparisonSummary, title: str = "Active synthesis: comparison report") -> str:
     """The text of `report.md`: every table formatted from `summary`, then the plots and the runs."""
-    sections = [
-        f"# {title}",
+    sections = [f"# {title}"]
+    for heading, body in format_paired_sections(summary.paired):
+        sections += [f"## {heading}", body]
+    sections += [
+        "## Means over runs",
         f"{summary.num_methods} methods, {summary.num_runs} runs. Values are mean ± sample standard "
         "deviation over seeds (a single seed shows its value). Accuracy and macro-F1 are the validation metrics of "
         "each run's last cycle.",

@@ -13,6 +13,7 @@ from typing import Any
 
 from . import analysis
 from .analysis import Extras, Results, mean_std
+from .paired_summary import PairedSummary
 
 FINAL_METRICS: tuple[str, ...] = ("accuracy", "f1_macro", "ece")
 """Validation metrics of the final-performance table (those no run logged are left out)."""
@@ -37,13 +38,22 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+RUN_KEY_FIELDS = frozenset({"seed", "split", "cycle"})
+"""Entry fields that identify a run (or its cycle) rather than measure it."""
+
+
 def scalar_extra_keys(extras: Extras | None) -> list[str]:
-    """The scalar (numeric, non-bool) keys of the extras, in first-seen order, `robustness` aside."""
+    """The scalar (numeric, non-bool) keys of the extras, in first-seen order, `robustness` and run keys aside."""
     keys: list[str] = []
     for per_seed in (extras or {}).values():
         for extra in per_seed:
             for key, value in extra.items():
-                if key != "robustness" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (
+                    key != "robustness"
+                    and key not in RUN_KEY_FIELDS
+                    and isinstance(value, (int, float))
+                    and not isinstance(value, bool)
+                ):
                     if key not in keys:
                         keys.append(key)
     return keys
@@ -242,6 +252,7 @@ class ComparisonSummary:
     funnels: dict[str, list[dict[str, int]]]
     runs: list[tuple[str, Any, int, Any]]
     extras: Extras
+    paired: PairedSummary
 
     @classmethod
     def from_runs(
@@ -272,6 +283,7 @@ class ComparisonSummary:
             funnels=funnel_summary(results),
             runs=runs_summary(results),
             extras=extras,
+            paired=PairedSummary.from_runs(results, extras),
         )
 
     @property
@@ -301,5 +313,6 @@ class ComparisonSummary:
                 "robustness": self.robustness,
                 "compute": self.compute,
                 "extras": self.extras,
+                **self.paired.to_json(),
             }
         )

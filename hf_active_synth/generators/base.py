@@ -3,7 +3,7 @@
 A generator only *proposes* candidates. The loop then scores every candidate with the uncertainty estimator,
 runs the filters, and keeps the highest-disagreement survivors per target (the discrete form of the proposal's
 L_G = E_x~G[Var(y|x)]). Generators that can steer sampling with gradients (diffusion) use `request.estimator`
-to do so while they sample.
+to do so while they sample, and sample unguided when it is `None`.
 """
 
 from __future__ import annotations
@@ -65,10 +65,12 @@ class GenerationRequest:
         label_column (`str`): Name of the label column.
         label_names (`list[str]`, *optional*): Human-readable class names (prompts, class-conditional pipelines).
         seed_examples (`dict[int, list[tuple[int, Any]]]`): Every target's `(example_id, example)`, grouped by label:
-            more uncertain real examples for few-shot prompting (empty for the untargeted baseline).
-        estimator (`UncertaintyEstimator`, *optional*): The fitted estimator, for gradient guidance.
-        targeted (`bool`): False for the untargeted baseline: generators must then ignore the seed examples and
-            any guidance, and sample plain class-conditional data.
+            the other targets of a label, for few-shot prompting. They are the targets' examples whatever chose
+            the targets (random real examples for the random baselines), so every method builds its prompts the
+            same way.
+        estimator (`UncertaintyEstimator`, *optional*): The fitted estimator. Generators guide sampling with its
+            gradients if and only if it is given (`None`: unguided sampling, e.g. `guidance=False`); nothing else
+            about the request changes with it.
     """
 
     targets: list[SynthesisTarget]
@@ -80,7 +82,6 @@ class GenerationRequest:
     label_names: list[str] | None = None
     seed_examples: dict[int, list[tuple[int, Any]]] = field(default_factory=dict)
     estimator: UncertaintyEstimator | None = None
-    targeted: bool = True
 
     @property
     def num_candidates(self) -> int:

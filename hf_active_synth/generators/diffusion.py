@@ -1,11 +1,11 @@
 """`DiffusionGenerator`: class-conditional diffusion sampling steered by ensemble disagreement.
 
-It wraps a diffusers pipeline and, for targeted requests, passes an `EnsembleGuidanceCallback` as
-`callback_on_step_end`, so every denoising step pushes the latents towards inputs the current ensemble disagrees
-on while keeping the intended class. Supported pipelines:
+It wraps a diffusers pipeline and, for requests that carry an estimator (`guidance=True`), passes an
+`EnsembleGuidanceCallback` as `callback_on_step_end`, so every denoising step pushes the latents towards inputs the
+current ensemble disagrees on while keeping the intended class. Supported pipelines:
 
 * `ClassConditionalImagePipeline` (a class-conditional `UNet2DModel` + DDPM/DDIM scheduler), from noise or, with
-  `strength`, from the target's uncertain real image (SDEdit);
+  `strength`, from the target's real image (SDEdit);
 * the Stable Diffusion family: `StableDiffusionPipeline` with one prompt per class, and with `strength`
   `StableDiffusionImg2ImgPipeline` starting from the target's real image (either pipeline is converted to the
   other with `from_pipe` as needed, sharing weights).
@@ -61,10 +61,12 @@ class _Job:
 class DiffusionGenerator:
     r"""Proposes images for synthesis targets with a diffusers pipeline guided by ensemble disagreement.
 
-    For a targeted request, each target yields `target.num_samples * request.candidates_per_sample` images of
-    `target.label`, sampled with an `EnsembleGuidanceCallback` built from `request.estimator`. For the untargeted
-    baseline (`request.targeted=False`) the same code runs with no guidance, from pure noise: plain
-    class-conditional samples of the target labels. Every candidate's noise is seeded by `derive_sample_seed`.
+    Each target yields `target.num_samples * request.candidates_per_sample` images of `target.label`. Guidance is
+    on if and only if `request.estimator` is given (and `guidance_scale` or `label_scale` is > 0): then sampling
+    runs with an `EnsembleGuidanceCallback` built from it; without it the same code samples unguided. Anchoring does
+    not depend on guidance: with `strength` set, every candidate starts from its target's real image (random targets
+    for the random baselines), otherwise from pure noise. Every candidate's noise is seeded by `derive_sample_seed`,
+    so a guided and an unguided request with the same seed and targets start from the same noise and image.
 
     Args:
         pipeline (`DiffusionPipeline`): A `ClassConditionalImagePipeline`, or a Stable Diffusion text-to-image or
@@ -73,8 +75,8 @@ class DiffusionGenerator:
             images (`[B, C, H, W]` in `[0, 1]`) to the estimator's inputs, e.g. `{"pixel_values": ...}`.
         prompts (`str` or `Sequence[str]`, *optional*): Stable Diffusion only: one prompt per class id, or a template
             formatted with `label` (the id) and `label_name`. Defaults to `"a photo of {label_name}"`.
-        strength (`float`, *optional*): If set, targeted candidates start from the target's real image noised to
-            this strength (img2img / SDEdit); if `None`, from pure noise.
+        strength (`float`, *optional*): If set, every candidate starts from its target's real image noised to this
+            strength (img2img / SDEdit), guided or not; if `None`, from pure noise.
         guidance_scale (`float`, defaults to 0.2): Weight of the disagreement gradient (see
             `EnsembleGuidanceCallback`). Stable Diffusion's classifier-free guidance scale goes in
             `pipeline_kwargs={"guidance_scale": ...}`.
@@ -169,11 +171,6 @@ class DiffusionGenerator:
             raise ValueError("The request has no targets: nothing to generate.")
         if request.candidates_per_sample < 1:
             raise ValueError(f"candidates_per_sample must be >= 1, got {request.candidates_per_sample}.")
-        if self._guided(request) and request.estimator is None:
-            raise ValueError(
-                "Guided diffusion needs `request.estimator` (the fitted ensemble); pass it, or set guidance_scale=0 "
-                "and label_scale=0 for unguided sampling."
-            )
         if self.is_class_conditional:
             num_classes = self.pipeline.unet.config.num_class_embeds
             bad = sorted({t.label for t in request.targets if not 0 <= t.label < (num_classes or 0)})
@@ -181,10 +178,12 @@ class DiffusionGenerator:
                 raise ValueError(f"Target labels {bad} are outside the pipeline's {num_classes} class embeddings.")
 
     def _guided(self, request: GenerationRequest) -> bool:
-        return request.targeted and (self.guidance_scale > 0 or self.label_scale > 0)
+        """Guidance iff the request carries an estimator and a guidance term is on."""
+        return request.estimator is not None and (self.guidance_scale > 0 or self.label_scale > 0)
 
     def _from_image(self, request: GenerationRequest) -> bool:
-        return request.targeted and self.strength is not None
+        """img2img from the target's image whenever `strength` is set, for every request."""
+        return self.strength is not None
 
     # ---------------------------------------------------------------------------------------------- pipelines
     def _resolve_pipeline(self, from_image: bool) -> Any:

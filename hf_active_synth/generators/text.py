@@ -7,10 +7,11 @@ parses it into a clean candidate (`generators.parsing`) and returns all candidat
 is deliberate: the loop scores every candidate with the ensemble, filters, and keeps the highest-disagreement
 survivors per target (the discrete form of L_G = E[Var(y|x)]).
 
-The untargeted baseline (`request.targeted=False`) uses zero-shot prompts that name only the label: no seed
-examples, so nothing the ensemble found uncertain leaks into the prompt. Zero-shot prompts also produce less
-realistic text than few-shot ones; to separate "targeting" from "few-shot prompting", run the *targeted* generator
-with a random acquisition function (random real examples as shots) as a second baseline.
+Every method builds its prompts the same way: the random baselines (`target_strategy="random"`) get random real
+examples as targets, so their prompts are the same few-shot prompts, shown random examples instead of uncertain ones,
+and a difference between methods is the targeting, not the prompting. The zero-shot template
+(`PromptTemplates.zero_shot`, the label alone) is only for a target with no example to show. A text model takes no
+gradient guidance: `request.estimator` is not used here.
 
 Prompts are written by `generators.text_prompts`, the model is loaded by `generators.text_model`; this module samples
 and turns the parsed answers into candidates (`hf_active_synth.columns.build_candidates`).
@@ -89,7 +90,7 @@ class TextGenerationGenerator:
         templates (`PromptTemplates`, *optional*): Prompt templates; defaults to `PromptTemplates()`.
         label_descriptions (`Sequence[str]`, *optional*): What to call each class in prompts, indexed by label id
             (e.g. `["negative", "positive"]` or longer descriptions). Defaults to `request.label_names`.
-        num_shots (`int`, defaults to 3): Seed examples per targeted prompt: the target's example plus
+        num_shots (`int`, defaults to 3): Seed examples per prompt: the target's example plus
             `num_shots - 1` drawn (seeded) from `request.seed_examples[label]`.
         batch_size (`int`, defaults to 16): Prompts per `model.generate` call (left-padded).
         max_new_tokens (`int`, defaults to 48): New tokens per sequence.

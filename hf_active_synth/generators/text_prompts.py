@@ -1,8 +1,10 @@
 """The prompts of `TextGenerationGenerator`: templates, few-shot seed examples, and one prompt per candidate.
 
-Targeted prompts show the target's uncertain real example plus a few seeded draws from the other uncertain examples of
-its label; untargeted prompts name only the label. Every draw is seeded by (request seed, cycle, target, candidate
-index), so prompts do not depend on batching.
+Every prompt is few-shot: it shows the target's real example plus a few seeded draws from the other targets' examples
+of its label (`request.seed_examples`), whatever chose the targets (uncertainty, or chance for the random baselines).
+Only a target with no example to show (and no other examples of its label) gets the zero-shot prompt, which names the
+label alone. Every draw is seeded by (request seed, cycle, target, candidate index), so prompts do not depend on
+batching.
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ class PromptTemplates:
     `{examples}` (the seed examples, each rendered with `example` and joined by newlines) and `{num_examples}`.
 
     Args:
-        targeted (`str`): User prompt for targeted requests; should show `{examples}` and ask for one new text of
-            `{label}` close to them.
-        untargeted (`str`): User prompt for the untargeted baseline; must not use `{examples}`.
+        few_shot (`str`): User prompt when there are examples to show (every target with an example); should show
+            `{examples}` and ask for one new text of `{label}` close to them.
+        zero_shot (`str`): User prompt when a target has no example to show (and its label no other seed
+            examples); must not use `{examples}`.
         example (`str`, defaults to `'- "{text}"'`): How one seed example is rendered (placeholder `{text}`).
         system (`str`, *optional*): System message for chat models (and the first paragraph of plain prompts).
             `None` keeps the model's own default system prompt.
@@ -42,18 +45,18 @@ class PromptTemplates:
         domain (`str`, defaults to `"movie review"`): Fills `{domain}`.
     """
 
-    targeted: str = (
+    few_shot: str = (
         "Here are {label} {domain}s that are subtle and easy to misread:\n{examples}\n"
         "Write one new {label} {domain} similar to these. Reply with the {domain} only."
     )
-    untargeted: str = "Write one new {label} {domain}. Reply with the {domain} only."
+    zero_shot: str = "Write one new {label} {domain}. Reply with the {domain} only."
     example: str = '- "{text}"'
     system: str | None = None
     response_prefix: str = ""
     domain: str = "movie review"
 
     def __post_init__(self):
-        for name in ("targeted", "untargeted", "system"):
+        for name in ("few_shot", "zero_shot", "system"):
             template = getattr(self, name)
             if template is None:
                 continue
@@ -63,17 +66,18 @@ class PromptTemplates:
                     f"PromptTemplates.{name} uses unknown placeholder(s) {sorted(unknown)}; the allowed ones are "
                     f"{sorted(_PLACEHOLDERS)}. Escape literal braces as '{{{{' and '}}}}'."
                 )
-        if "examples" in _fields(self.untargeted):
+        if "examples" in _fields(self.zero_shot):
             raise ValueError(
-                "PromptTemplates.untargeted must not use {examples}: the untargeted baseline ignores seed examples."
+                "PromptTemplates.zero_shot must not use {examples}: it is the prompt for targets with no example to "
+                "show."
             )
         if _fields(self.example) != {"text"}:
             raise ValueError("PromptTemplates.example must use exactly the placeholder {text}, e.g. '- \"{text}\"'.")
 
-    def render(self, label: str, examples: Sequence[str], targeted: bool) -> str:
-        """The user prompt for one candidate."""
+    def render(self, label: str, examples: Sequence[str]) -> str:
+        """The user prompt for one candidate: `few_shot` showing `examples`, or `zero_shot` when there are none."""
         rendered_examples = "\n".join(self.example.format(text=text) for text in examples)
-        template = self.targeted if targeted else self.untargeted
+        template = self.few_shot if examples else self.zero_shot
         return template.format(label=label, domain=self.domain, examples=rendered_examples, num_examples=len(examples))
 
 
@@ -102,7 +106,7 @@ class PromptWriter:
         templates (`PromptTemplates`): The prompt templates.
         tokenizer (`PreTrainedTokenizerBase`): Applies the chat template.
         label_descriptions (`Sequence[str]`, *optional*): What to call each class; defaults to `request.label_names`.
-        num_shots (`int`): Seed examples per targeted prompt (the target's own example included).
+        num_shots (`int`): Seed examples per prompt (the target's own example included).
         max_example_chars (`int`): Seed examples are cut to this many characters.
         use_chat_template (`bool`, *optional*): `None`: use the chat template when the tokenizer has one.
     """
@@ -146,21 +150,27 @@ class PromptWriter:
         return prompt + templates.response_prefix
 
     def shots(self, target: SynthesisTarget, request: GenerationRequest, index: int) -> tuple[list[str], list[int]]:
-        """Seed examples for candidate `index` of `target`: drawn extras first, the target's own example last."""
-        if not isinstance(target.example, str):
+        """Seed examples for candidate `index` of `target`: drawn extras first, the target's own example last.
+
+        A target whose example is `None` or blank shows `num_shots` drawn extras only; with none to draw either, the
+        list is empty and the prompt is zero-shot.
+        """
+        if target.example is not None and not isinstance(target.example, str):
             raise TypeError(
                 f"TextGenerationGenerator needs text targets; target {target.target_id} has an example of type "
                 f"{type(target.example).__name__}."
             )
+        own = (target.example or "").strip()
         pool = [
             (seed_id, text)
             for seed_id, text in (seed_entry(entry) for entry in request.seed_examples.get(target.label, []))
-            if text.strip() != target.example.strip()
+            if text.strip() != own
         ]
-        extra = min(self.num_shots - 1, len(pool))
+        extra = min(self.num_shots - (1 if own else 0), len(pool))
         rng = np.random.default_rng([request.seed, request.cycle, target.target_id, index])
         chosen = [pool[i] for i in sorted(rng.choice(len(pool), size=extra, replace=False))] if extra else []
-        chosen.append((target.example_id, target.example))
+        if own:
+            chosen.append((target.example_id, target.example))
         texts = [text.strip()[: self.max_example_chars] for _, text in chosen]
         return texts, [seed_id for seed_id, _ in chosen if seed_id is not None]
 
@@ -170,11 +180,8 @@ class PromptWriter:
         for target in request.targets:
             label_name = self.label_name(target.label, request)
             for index in range(target.num_samples * request.candidates_per_sample):
-                if request.targeted:
-                    examples, seed_ids = self.shots(target, request, index)
-                else:
-                    examples, seed_ids = [], []
-                user_prompt = self.templates.render(label_name, examples, targeted=request.targeted)
+                examples, seed_ids = self.shots(target, request, index)
+                user_prompt = self.templates.render(label_name, examples)
                 jobs.append(
                     PromptJob(target=target, prompt=self.format(user_prompt), seed_ids=seed_ids, examples=examples)
                 )

@@ -7,21 +7,27 @@ factory, generator), `make_filters` and the corruptions of its robustness evalua
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from transformers import HfArgumentParser
 
 from ..config import ActiveSynthesisConfig
 from ..data import Preprocess
+from ..evaluation.audit import OracleAudit
+from ..evaluation.compare import ComparisonTask, run_comparison
 from ..filters import Filter
 from ..generators.base import Generator
 from ..trainer import ActiveSynthesisTrainer
 from .parsing import parse_args_and_config
-from .running import RunModeArguments, configure_logging, run_or_compare
+from .running import RunModeArguments, configure_logging
+
+logger = logging.getLogger(__name__)
 
 ScriptArgs = TypeVar("ScriptArgs", bound=RunModeArguments)
 ModelArgs = TypeVar("ModelArgs")
@@ -45,6 +51,9 @@ class RecipeTask:
         processing_class (tokenizer or image processor, *optional*): Passed to the trainer.
         preprocess (`Callable`, *optional*): A batched raw-rows-to-model-inputs function, when the processing class
             does not give one.
+        audit_data (`datasets.Dataset`, *optional*): Real labelled rows outside the test split that the independent
+            label oracle learns from; defaults to train ∪ validation ∪ pool.
+        oracle ([`OracleAudit`], *optional*): The fitted label oracle (set by [`Recipe.prepare_task`]).
     """
 
     train: Dataset
@@ -56,6 +65,14 @@ class RecipeTask:
     generator: Generator
     processing_class: Any = None
     preprocess: Preprocess | None = None
+    audit_data: Dataset | None = None
+    oracle: OracleAudit | None = None
+
+    def oracle_training_rows(self) -> Dataset:
+        """The rows the label oracle is fitted on: `audit_data`, or train ∪ validation ∪ pool."""
+        if self.audit_data is not None:
+            return self.audit_data
+        return concatenate_datasets([self.train, self.validation, self.pool])
 
 
 def pretrained_classifier(
@@ -99,6 +116,7 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
         make_filters (`Callable`): `script_args -> filters`, called for every run (a fresh list each).
         corruptions (`Mapping[str, Sequence[int]]`): Corruption name -> severities for the robustness evaluation of
             `--compare`.
+        make_oracle (`Callable[[], OracleAudit]`): An unfitted independent label oracle for the task's inputs.
     """
 
     script_arguments: type[ScriptArgs]
@@ -107,6 +125,7 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
     load_task: Callable[[ScriptArgs, ActiveSynthesisConfig, ModelArgs], RecipeTask]
     make_filters: Callable[[ScriptArgs], list[Filter]]
     corruptions: Mapping[str, Sequence[int]]
+    make_oracle: Callable[[], OracleAudit]
 
     def make_parser(self) -> HfArgumentParser:
         """The recipe's parser: its script arguments, `ActiveSynthesisConfig` and its model arguments."""
@@ -127,20 +146,53 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
             preprocess=task.preprocess,
             generator=task.generator,
             filters=self.make_filters(script_args),
+            label_oracle=task.oracle,
         )
 
-    def main(self, script_args: ScriptArgs, config: ActiveSynthesisConfig, model_args: ModelArgs) -> Any:
-        """Runs active synthesis once (or, with `--compare`, every method over `--compare_seeds`)."""
+    def prepare_task(
+        self, script_args: ScriptArgs, config: ActiveSynthesisConfig, model_args: ModelArgs
+    ) -> RecipeTask:
+        """`load_task`, then (with `--audit_labels`) the label oracle fitted on real rows outside the test split."""
         task = self.load_task(script_args, config, model_args)
-        return run_or_compare(
-            script_args,
+        if script_args.audit_labels:
+            rows = task.oracle_training_rows()
+            task.oracle = self.make_oracle().fit(rows[config.input_column], rows[config.label_column])
+        return task
+
+    def main(self, script_args: ScriptArgs, config: ActiveSynthesisConfig, model_args: ModelArgs) -> Any:
+        """Runs active synthesis once, or (with `--compare`) every method on every (seed, split) pair.
+
+        Returns:
+            The run's [`ActiveSynthesisHistory`], or the `Path` of the comparison's `report.md`.
+        """
+        if not script_args.compare:
+            task = self.prepare_task(script_args, config, model_args)
+            return self.build_trainer(task, config, script_args).run_cycles(resume=script_args.resume)
+
+        def task_for_split(split: int) -> ComparisonTask:
+            # Each split draws its own labelled rows, validation, pool and test (and trains its own generator:
+            # generator caches are keyed by their training data, so splits never share one).
+            split_args = dataclasses.replace(script_args, split_seed=split)
+            task = self.prepare_task(split_args, config, model_args)
+            return ComparisonTask(
+                build_trainer=lambda run_config: self.build_trainer(task, run_config, split_args),
+                test_dataset=task.test,
+                acquisition_pool=task.pool,
+                label_names=task.label_names,
+            )
+
+        seeds, splits = script_args.comparison_pairs()
+        report = run_comparison(
+            task_for_split,
             config,
-            lambda run_config: self.build_trainer(task, run_config, script_args),
-            test_dataset=task.test,
-            acquisition_pool=task.pool,
+            config.output_dir,
+            methods=script_args.compare_methods,
+            seeds=seeds,
+            splits=splits,
             corruptions=self.corruptions,
-            label_names=task.label_names,
         )
+        logger.info("Comparison report: %s", report)
+        return report
 
     def cli(self, args: list[str] | None = None) -> Any:
         """Parses `args` (default: `sys.argv[1:]`, with `--config FILE` support) and runs [`Recipe.main`]."""

@@ -22,6 +22,7 @@ from datasets import ClassLabel, Dataset, load_dataset
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from ..config import ActiveSynthesisConfig
+from ..evaluation.audit import ImageOracle
 from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
 from ..filters.image import NearCopyFilter, NearDuplicateFilter, RealismFilter
 from ..generators.diffusion import DiffusionGenerator
@@ -57,6 +58,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "uncertainty_method": "deep_ensemble",
     "ensemble_size": 5,
     "acquisition_function": "bald",
+    "heldout_audit_members": 3,
     "plateau_patience": 3,
     "num_train_epochs": 15,
     "member_num_train_epochs": 15,
@@ -244,5 +246,7 @@ def make_filters(script_args: ImageScriptArguments) -> list[Filter]:
     ]
 
 
-RECIPE = Recipe(ImageScriptArguments, ImageModelArguments, RECIPE_DEFAULTS, load_task, make_filters, IMAGE_CORRUPTIONS)
+RECIPE = Recipe(
+    ImageScriptArguments, ImageModelArguments, RECIPE_DEFAULTS, load_task, make_filters, IMAGE_CORRUPTIONS, ImageOracle
+)
 make_parser, build_trainer, main, cli = RECIPE.make_parser, RECIPE.build_trainer, RECIPE.main, RECIPE.cli

@@ -1,16 +1,11 @@
-"""What every recipe does once its task is built: run active synthesis once, or compare it with the baselines."""
+"""Run-mode flags every recipe shares: run active synthesis once, or compare it with the baselines (`--compare`)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from datasets import Dataset
-
-from ..config import ActiveSynthesisConfig
-from ..evaluation.compare import METHODS, run_comparison
+from ..evaluation.methods import METHODS, PRESETS, PresetName
 
 logger = logging.getLogger(__name__)
 
@@ -21,42 +16,48 @@ class RunModeArguments:
 
     compare: bool = field(
         default=False,
-        metadata={"help": "Run real-only, random-synthetic, BALD active learning and active synthesis over seeds."},
+        metadata={
+            "help": "Compare active synthesis with its baselines and ablations on (seed, data split) pairs and "
+            "write report.md + summary.json with paired differences."
+        },
     )
-    compare_seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds for --compare."})
+    compare_preset: PresetName = field(
+        default="quick",
+        metadata={
+            "help": "Pairs of --compare: 'quick' (2 seeds x 2 splits, for a laptop) or 'full' (5 seeds x 2 splits, "
+            "for committed results). --compare_seeds / --compare_splits override its seeds / splits."
+        },
+    )
+    compare_seeds: list[int] | None = field(
+        default=None, metadata={"help": "Run seeds of --compare (default: the preset's)."}
+    )
+    compare_splits: list[int] | None = field(
+        default=None,
+        metadata={"help": "Data-split seeds of --compare, each with its own generator (default: the preset's)."},
+    )
     compare_methods: list[str] = field(
         default_factory=lambda: list(METHODS),
         metadata={"help": "Methods for --compare (several processes can share one output_dir, each with a subset)."},
     )
+    audit_labels: bool = field(
+        default=True,
+        metadata={
+            "help": "Audit every cycle's accepted samples with an independent classifier fitted on real labelled "
+            "data outside the test split (CycleResult.label_audit)."
+        },
+    )
     resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last cycle."})
 
-
-def run_or_compare(
-    run_mode: RunModeArguments,
-    config: ActiveSynthesisConfig,
-    build_trainer: Callable[[ActiveSynthesisConfig], Any],
-    *,
-    test_dataset: Dataset,
-    acquisition_pool: Dataset,
-    corruptions: Mapping[str, Sequence[int]],
-    label_names: Sequence[str],
-) -> Any:
-    """`run_cycles()` of one trainer, or (with `--compare`) `run_comparison` over methods and seeds."""
-    if not run_mode.compare:
-        return build_trainer(config).run_cycles(resume=run_mode.resume)
-    report = run_comparison(
-        build_trainer,
-        config,
-        config.output_dir,
-        test_dataset=test_dataset,
-        acquisition_pool=acquisition_pool,
-        seeds=run_mode.compare_seeds,
-        methods=run_mode.compare_methods,
-        corruptions=corruptions,
-        label_names=label_names,
-    )
-    logger.info("Comparison report: %s", report)
-    return report
+    def comparison_pairs(self) -> tuple[list[int], list[int]]:
+        """`(seeds, splits)` of `--compare`: the preset's, unless given explicitly."""
+        if self.compare_preset not in PRESETS:
+            raise ValueError(f"Unknown --compare_preset {self.compare_preset!r}; choose one of {list(PRESETS)}.")
+        preset = PRESETS[self.compare_preset]
+        seeds = list(self.compare_seeds) if self.compare_seeds is not None else list(preset.seeds)
+        splits = list(self.compare_splits) if self.compare_splits is not None else list(preset.splits)
+        if not seeds or not splits:
+            raise ValueError("--compare needs at least one seed and one split.")
+        return seeds, splits
 
 
 def configure_logging() -> None:

@@ -17,6 +17,7 @@ from datasets import ClassLabel, DatasetDict, load_dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..config import ActiveSynthesisConfig
+from ..evaluation.audit import TextOracle
 from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
 from ..filters.text import LengthFilter, NearDuplicateFilter, RealNearCopyFilter
 from ..generators.text import TextGenerationGenerator
@@ -41,6 +42,7 @@ RECIPE_DEFAULTS: dict[str, Any] = {
     "uncertainty_method": "lora_ensemble",
     "ensemble_size": 5,
     "acquisition_function": "bald",
+    "heldout_audit_members": 3,
     "plateau_patience": 3,
     "num_train_epochs": 5,
     "member_num_train_epochs": 1,
@@ -159,6 +161,8 @@ def load_task(
         pretrained_classifier(AutoModelForSequenceClassification, model_name_or_path, label_names),
         generator,
         processing_class=tokenizer,
+        # The label oracle learns from every labelled training row (never validation or test).
+        audit_data=data["train"],
     )
 
 
@@ -173,5 +177,7 @@ def make_filters(script_args: TextScriptArguments) -> list[Filter]:
     ]
 
 
-RECIPE = Recipe(TextScriptArguments, TextModelArguments, RECIPE_DEFAULTS, load_task, make_filters, TEXT_CORRUPTIONS)
+RECIPE = Recipe(
+    TextScriptArguments, TextModelArguments, RECIPE_DEFAULTS, load_task, make_filters, TEXT_CORRUPTIONS, TextOracle
+)
 make_parser, build_trainer, main, cli = RECIPE.make_parser, RECIPE.build_trainer, RECIPE.main, RECIPE.cli

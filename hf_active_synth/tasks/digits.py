@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 from ..generators.diffusion_pipeline import ClassConditionalImagePipeline
 from ..image_utils import pil_to_tensor
@@ -302,65 +303,68 @@ def train_class_conditional_ddpm(
         "shape": list(images.shape[1:]),
     }
     path = Path(output_dir) / f"ddpm-{_cache_key(images, labels, hyperparameters)}"
-    if (path / "model_index.json").is_file():
-        unet = UNet2DModel.from_pretrained(path / "unet")
-        scheduler = DDIMScheduler.from_pretrained(path / "scheduler")
-        return ClassConditionalImagePipeline(unet=unet.eval(), scheduler=scheduler)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Processes sharing the cache (parallel comparison runs) wait while one trains this key, then load its model.
+    with FileLock(str(path.with_name(f".{path.name}.lock"))):
+        if (path / "model_index.json").is_file():
+            unet = UNet2DModel.from_pretrained(path / "unet")
+            scheduler = DDIMScheduler.from_pretrained(path / "scheduler")
+            return ClassConditionalImagePipeline(unet=unet.eval(), scheduler=scheduler)
 
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        unet = build_class_conditional_unet(
-            num_labels, images.shape[-1], images.shape[1], block_out_channels, layers_per_block
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        noise_scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            unet = build_class_conditional_unet(
+                num_labels, images.shape[-1], images.shape[1], block_out_channels, layers_per_block
+            )
+        unet.to(device).train()
+        optimizer = torch.optim.AdamW(unet.parameters(), lr=learning_rate, weight_decay=1e-4)
+        warmup = max(1, num_train_steps // 20)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, num_train_steps - warmup)))
+
+        lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        generator = torch.Generator().manual_seed(seed)
+        clean_all = images * 2.0 - 1.0
+        alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
+        losses: list[float] = []
+        start = time.perf_counter()
+        for _ in range(num_train_steps):
+            rows = torch.randint(len(clean_all), (batch_size,), generator=generator)
+            clean = clean_all[rows].to(device)
+            noise = torch.randn(clean.shape, generator=generator).to(device)
+            timesteps = torch.randint(num_train_timesteps, (batch_size,), generator=generator).to(device)
+            alpha = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
+            noisy = alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
+            prediction = unet(noisy, timesteps, class_labels=labels[rows].to(device)).sample
+            loss = torch.nn.functional.mse_loss(prediction, noise)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            lr_scheduler.step()
+            losses.append(loss.item())
+        seconds = time.perf_counter() - start
+
+        pipeline = ClassConditionalImagePipeline(
+            unet=unet.to("cpu").eval(), scheduler=DDIMScheduler.from_config(noise_scheduler.config)
         )
-    unet.to(device).train()
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=learning_rate, weight_decay=1e-4)
-    warmup = max(1, num_train_steps // 20)
-
-    def schedule(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, num_train_steps - warmup)))
-
-    lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    generator = torch.Generator().manual_seed(seed)
-    clean_all = images * 2.0 - 1.0
-    alphas_cumprod = noise_scheduler.alphas_cumprod.to(device)
-    losses: list[float] = []
-    start = time.perf_counter()
-    for _ in range(num_train_steps):
-        rows = torch.randint(len(clean_all), (batch_size,), generator=generator)
-        clean = clean_all[rows].to(device)
-        noise = torch.randn(clean.shape, generator=generator).to(device)
-        timesteps = torch.randint(num_train_timesteps, (batch_size,), generator=generator).to(device)
-        alpha = alphas_cumprod[timesteps].view(-1, 1, 1, 1)
-        noisy = alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
-        prediction = unet(noisy, timesteps, class_labels=labels[rows].to(device)).sample
-        loss = torch.nn.functional.mse_loss(prediction, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        lr_scheduler.step()
-        losses.append(loss.item())
-    seconds = time.perf_counter() - start
-
-    pipeline = ClassConditionalImagePipeline(
-        unet=unet.to("cpu").eval(), scheduler=DDIMScheduler.from_config(noise_scheduler.config)
-    )
-    staging = path.with_name(path.name + ".partial")
-    for stale in (staging, path):  # leftovers of an interrupted run
-        if stale.exists():
-            shutil.rmtree(stale)
-    pipeline.save_pretrained(staging)
-    tail = losses[-max(1, len(losses) // 10) :]
-    info = {
-        "hyperparameters": hyperparameters,
-        "num_examples": len(labels),
-        "train_seconds": round(seconds, 2),
-        "final_loss": float(np.mean(tail)),
-        "device": str(device),
-    }
-    (staging / "training_info.json").write_text(json.dumps(info, indent=2))
-    staging.replace(path)  # atomic: a half-written model is never taken for a cached one
-    return pipeline
+        staging = path.with_name(path.name + ".partial")
+        for stale in (staging, path):  # leftovers of an interrupted run
+            if stale.exists():
+                shutil.rmtree(stale)
+        pipeline.save_pretrained(staging)
+        tail = losses[-max(1, len(losses) // 10) :]
+        info = {
+            "hyperparameters": hyperparameters,
+            "num_examples": len(labels),
+            "train_seconds": round(seconds, 2),
+            "final_loss": float(np.mean(tail)),
+            "device": str(device),
+        }
+        (staging / "training_info.json").write_text(json.dumps(info, indent=2))
+        staging.replace(path)  # atomic: a half-written model is never taken for a cached one
+        return pipeline
