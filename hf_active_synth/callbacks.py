@@ -1,17 +1,20 @@
-"""Per-cycle callbacks: what runs after the trainer has saved a cycle (Hub publishing is one).
+"""Per-cycle callbacks: what runs after the trainer has saved a cycle (Hub publishing and TensorBoard are two).
 
 The trainer calls every callback on the main process only: `on_run_start()` once, before the first cycle (of a new
 or resumed run), and `on_cycle_end(result, cycle_dir, history)` after `output_dir/cycle-k/` and `history.json`
 are written. Like a `transformers.TrainerCallback`, a callback may subclass `CycleCallback` to inherit no-op
-hooks, or just define both methods.
+hooks, or just define both methods. A callback that writes something may also define `outputs()`, returning
+`{label: path, URL or command}`, which the end-of-run summary lists (`run_output.callback_outputs`).
 """
 
 from __future__ import annotations
 
+import math
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .filters.base import Filter, real_data_filter_names
 
@@ -43,26 +46,107 @@ class CycleCallback(Protocol):
         """
 
 
+TENSORBOARD_DIR = Path("runs") / "cycles"
+"""Where [`TensorBoardCycleCallback`] writes by default, under `output_dir` (next to the Trainer's own
+`runs/<date>_<host>/`, so `tensorboard --logdir output_dir/runs` shows both)."""
+
+
+def _numbers(prefix: str, values: Mapping[str, Any]) -> Iterator[tuple[str, float]]:
+    """`(tag, value)` for every finite number in `values`, nested mappings as `prefix/key/...` (lists skipped)."""
+    for key, value in values.items():
+        tag = f"{prefix}/{key}"
+        if isinstance(value, Mapping):
+            yield from _numbers(tag, value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            yield tag, float(value)
+
+
+def cycle_scalars(result: CycleResult) -> dict[str, float]:
+    """The numbers of one cycle as TensorBoard tags: `validation/<metric>`, `synthetic/accepted` (and `total`,
+    `candidates`, `targets`), `uncertainty_before/<score>` and `uncertainty_after/<score>` (on the cycle's targets),
+    `heldout_uncertainty/<score>`, `label_audit/...` (e.g. `label_audit/oracle_label_agreement`), `seconds/<stage>`
+    and `memory/peak_mb`."""
+    counts = {
+        "accepted": result.num_accepted,
+        "total": result.num_synthetic_total,
+        "candidates": result.candidates_generated,
+        "targets": result.num_targets,
+    }
+    groups = {
+        "validation": {key.removeprefix("eval_"): value for key, value in result.eval_metrics.items()},
+        "synthetic": counts,
+        "uncertainty_before": result.uncertainty_before,
+        "uncertainty_after": result.uncertainty_after,
+        "heldout_uncertainty": result.heldout_uncertainty,
+        "label_audit": result.label_audit,
+        "seconds": result.stage_seconds,
+        "memory": {"peak_mb": result.peak_memory_mb},
+    }
+    return {tag: value for group, values in groups.items() for tag, value in _numbers(group, values)}
+
+
+class TensorBoardCycleCallback(CycleCallback):
+    """Logs one TensorBoard step per cycle (step = cycle number) with its [`cycle_scalars`].
+
+    Built by the trainer when `args.report_to` includes `"tensorboard"` (which also makes the Trainer log each
+    training run). A resumed run continues the same steps. Each cycle is written and closed at once, so nothing is
+    left open between cycles.
+
+    Args:
+        log_dir (`str` or `Path`): The event-file folder (the default callbacks use `output_dir/runs/cycles`).
+    """
+
+    def __init__(self, log_dir: str | Path):
+        from torch.utils.tensorboard import SummaryWriter  # fails here, not after cycle 0, without tensorboard
+
+        self._writer_class = SummaryWriter
+        self.log_dir = Path(log_dir)
+
+    def on_cycle_end(self, result: CycleResult, cycle_dir: Path, history: ActiveSynthesisHistory) -> None:
+        writer = self._writer_class(log_dir=str(self.log_dir))
+        try:
+            for tag, value in cycle_scalars(result).items():
+                writer.add_scalar(tag, value, global_step=result.cycle)
+        finally:
+            writer.close()
+
+    def outputs(self) -> dict[str, str]:
+        """What the end-of-run summary lists: the command that shows the logs."""
+        return {"TensorBoard": f"tensorboard --logdir {shlex.quote(str(self.log_dir.parent))}"}
+
+
 def default_cycle_callbacks(
-    args: ActiveSynthesisConfig, model: nn.Module, filters: Sequence[Filter] = ()
+    args: ActiveSynthesisConfig,
+    model: nn.Module,
+    filters: Sequence[Filter] = (),
+    preprocess: Callable[..., Any] | None = None,
 ) -> list[CycleCallback]:
     """The trainer's callbacks when none are given: a [`hub.HubPublisher`] built from `args` when
-    `args.publish_cycles` or `args.push_cycles_to_hub`, else none.
+    `args.publish_cycles` or `args.push_cycles_to_hub`, and a [`TensorBoardCycleCallback`] writing to
+    `output_dir/runs/cycles` when `args.report_to` includes `"tensorboard"`.
 
     Args:
         args ([`ActiveSynthesisConfig`]): The run's settings (output directory, repositories, token, metric).
         model (`nn.Module`): The (unwrapped) model being trained; its checkpoint name goes into the cards.
         filters (sequence of [`Filter`]): The run's filters; those with `checks_real_data` are the ones the dataset
             card's privacy section reports.
+        preprocess (`Callable`, *optional*): The run's preprocessing function; when importable by its path, the
+            model card's loading code uses it (models saved without a processor, such as the digits classifier).
     """
-    if not (args.publish_cycles or args.push_cycles_to_hub):
-        return []
-    from .hub import HubPublisher  # the Hub stack is only imported by runs that publish
+    callbacks: list[CycleCallback] = []
+    if args.publish_cycles or args.push_cycles_to_hub:
+        from .card_usage import preprocessing_path
+        from .hub import HubPublisher  # the Hub stack is only imported by runs that publish
 
-    base_model = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
-    run_settings = {"base_model": base_model, "command": " ".join(sys.argv)}
-    return [
-        HubPublisher.from_training_args(
-            args, run_settings=run_settings, real_data_filters=real_data_filter_names(filters)
+        base_model = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+        run_settings = {"base_model": base_model, "command": " ".join(sys.argv)}
+        if (path := preprocessing_path(preprocess)) is not None:
+            run_settings["preprocessing"] = path
+        callbacks.append(
+            HubPublisher.from_training_args(
+                args, run_settings=run_settings, real_data_filters=real_data_filter_names(filters)
+            )
         )
-    ]
+    if "tensorboard" in (args.report_to or []):
+        callbacks.append(TensorBoardCycleCallback(Path(args.output_dir) / TENSORBOARD_DIR))
+    return callbacks

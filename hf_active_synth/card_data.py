@@ -12,14 +12,18 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import DatasetCardData, ModelCardData
 
 from .card_checks import FilterStep, PrivacyCheck, filter_steps, label_audit_cells, share
 from .card_checks import privacy_checks as _privacy_checks
+from .card_usage import UsageCode, reproduce_command
 from .columns import column_description, feature_type_name, infer_columns
 from .cycle import CycleResult
+
+if TYPE_CHECKING:
+    from .evaluation.previews import Preview
 
 __all__ = [
     "TAGS",
@@ -141,6 +145,11 @@ class ModelCardFacts:
         pipeline_tag (`str`, *optional*): `"text-classification"` or `"image-classification"`.
         local_path (`str`, *optional*): For a revision written only locally: the folder the usage snippet loads.
         endpoint (`str`, defaults to `"https://huggingface.co"`): Hub URL used for links.
+        has_processor (`bool`, defaults to `True`): Whether the checkpoint holds its processor (image processor or
+            tokenizer); without one the usage code calls `settings["preprocessing"]`, when set.
+        dataset_local_path (`str`, *optional*): Without `dataset_repo_id`: the local Hub-layout folder of the
+            synthetic samples.
+        dataset_link (`str`, *optional*): Link to that folder (relative to the card's own folder).
     """
 
     repo_id: str
@@ -155,11 +164,22 @@ class ModelCardFacts:
     pipeline_tag: str | None = None
     local_path: str | None = None
     endpoint: str = "https://huggingface.co"
+    has_processor: bool = True
+    dataset_local_path: str | None = None
+    dataset_link: str | None = None
 
     def __post_init__(self):
         self.history = [as_cycle_result(entry) for entry in self.history]
         self.settings = dict(self.settings or {})
         self.base_model = self.base_model or self.settings.get("base_model")
+
+    @property
+    def usage(self) -> UsageCode:
+        """What the "How to use" snippet loads and how it prepares the inputs."""
+        base_model = self.base_model if is_hub_repo_id(self.base_model) else None
+        return UsageCode.from_settings(
+            self.library_name, self.pipeline_tag, self.settings, self.has_processor, base_model=base_model
+        )
 
     @property
     def metric_name(self) -> str:
@@ -233,11 +253,14 @@ class ModelCardFacts:
             ],
             "synthetic_dataset": self.dataset_repo_id,
             "synthetic_dataset_url": f"{self.endpoint.rstrip('/')}/datasets/{self.dataset_repo_id}",
+            "synthetic_dataset_path": self.dataset_local_path,
+            "synthetic_dataset_link": self.dataset_link,
             "library_name": self.library_name,
             "base_model": self.base_model,
-            "usage_repo": self.local_path or self.repo_id,
-            "usage_revision": "main" if self.local_path else self.revision,
-            "command": self.settings.get("command"),
+            "usage": self.usage.template_values(
+                self.local_path or self.repo_id, self.revision, local=self.local_path is not None
+            ),
+            "command": reproduce_command(self.settings.get("command")),
         }
 
 
@@ -258,6 +281,10 @@ class DatasetCardFacts:
         real_data_columns (`Sequence[str]`, defaults to `()`): Columns that can hold real training data.
         include_real_data (`bool`, defaults to `False`): Whether those columns were published (explicitly requested).
         endpoint (`str`, defaults to `"https://huggingface.co"`): Hub URL used for links.
+        preview (`evaluation.previews.Preview`, *optional*): The samples' preview (a grid picture beside the card, or
+            sentences).
+        model_local_path (`str`, *optional*): Without `model_repo_id`: the local folder of the model.
+        model_link (`str`, *optional*): Link to that folder (relative to the card's own folder).
     """
 
     repo_id: str
@@ -270,6 +297,9 @@ class DatasetCardFacts:
     real_data_columns: Sequence[str] = ()
     include_real_data: bool = False
     endpoint: str = "https://huggingface.co"
+    preview: Preview | None = None
+    model_local_path: str | None = None
+    model_link: str | None = None
 
     def __post_init__(self):
         self.history = [as_cycle_result(entry) for entry in self.history]
@@ -285,7 +315,9 @@ class DatasetCardFacts:
         """Fills license, pretty name, task category, tags and size category into `card_data` (which holds the
         `configs` / `dataset_info` that `load_dataset` reads) and returns it."""
         card_data.license = self.settings.get("license") or card_data.license
-        card_data.pretty_name = card_data.pretty_name or f"{self.repo_id.split('/')[-1]} (synthetic, active synthesis)"
+        name = self.repo_id.split("/")[-1]
+        kind = "active synthesis" if "synthetic" in name.lower() else "synthetic, active synthesis"
+        card_data.pretty_name = card_data.pretty_name or f"{name} ({kind})"
         card_data.task_categories = [f"{self.modality}-classification"]
         card_data.tags = list(TAGS)
         total = sum(int(result.num_accepted or 0) for result in self.history)
@@ -339,6 +371,13 @@ class DatasetCardFacts:
             "modality": self.modality,
             "model_repo": self.model_repo_id,
             "model_repo_url": f"{self.endpoint.rstrip('/')}/{self.model_repo_id}",
+            "model_path": self.model_local_path,
+            "model_link": self.model_link,
+            "preview": self.preview,
+            "preview_rows": [
+                (format_value(e.label), e.cycle, format_value(e.text), format_value(e.target))
+                for e in (self.preview.examples if self.preview else ())
+            ],
             "configs": [self.configs[k] for k in sorted(self.configs)],
             "cycles": self._cycles(measure),
             "uncertainty_name": measure,

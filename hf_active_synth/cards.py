@@ -15,7 +15,7 @@ import functools
 import importlib.resources
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 
@@ -31,6 +31,9 @@ from .card_data import (  # noqa: F401  (the helpers stay importable from here)
 )
 from .columns import infer_columns  # noqa: F401  (importable from here, as before)
 from .cycle import CycleResult
+
+if TYPE_CHECKING:
+    from .evaluation.previews import Preview
 
 MODEL_CARD_TEMPLATE = "model_card.md"
 DATASET_CARD_TEMPLATE = "dataset_card.md"
@@ -95,6 +98,9 @@ def render_model_card(
     local_path: str | None = None,
     endpoint: str = "https://huggingface.co",
     template: str | None = None,
+    has_processor: bool = True,
+    dataset_local_path: str | None = None,
+    dataset_link: str | None = None,
 ) -> ModelCard:
     """Renders the model card of one published revision of an active-synthesis model.
 
@@ -106,7 +112,9 @@ def render_model_card(
         history (`Sequence[CycleResult]`): The cycles up to the current one (`CycleResult`s or their dicts).
         settings (`Mapping`, *optional*): Run settings (already scrubbed of secrets, see `hub.secrets`); reads
             `base_model`, `dataset_name`, `synthetic_loss_weight`, `uncertainty_method`, `ensemble_size`,
-            `acquisition_function`, `cycle_metric`, `command`, `license`, `generator`, and lists all the others.
+            `acquisition_function`, `cycle_metric`, `command`, `license`, `generator`, `preprocessing` (the dotted
+            path of the function that prepared the inputs, see `card_usage.preprocessing_path`), `input_column`,
+            and lists all the others.
         dataset_repo_id (`str`, *optional*): Dataset repository of the synthetic samples.
         library_name (`str`, defaults to `"transformers"`): `"transformers"`, `"peft"` or another library name.
         base_model (`str`, *optional*): Base model; defaults to `settings["base_model"]`.
@@ -114,6 +122,11 @@ def render_model_card(
         local_path (`str`, *optional*): For a revision written only locally: the folder the usage snippet loads.
         endpoint (`str`, defaults to `"https://huggingface.co"`): Hub URL used for links.
         template (`str`, *optional*): Jinja template text; defaults to `model_cards/model_card.md`.
+        has_processor (`bool`, defaults to `True`): Whether the checkpoint holds its image processor or tokenizer;
+            without one the usage code calls the `preprocessing` setting's function, when there is one.
+        dataset_local_path (`str`, *optional*): Without `dataset_repo_id`: the local Hub-layout folder of the
+            synthetic samples, which the card then points at.
+        dataset_link (`str`, *optional*): Link to that folder, relative to the card's folder.
 
     Returns:
         `huggingface_hub.ModelCard`: the card; `str(card)` is the README.md content.
@@ -131,6 +144,9 @@ def render_model_card(
         pipeline_tag=pipeline_tag,
         local_path=local_path,
         endpoint=endpoint,
+        has_processor=has_processor,
+        dataset_local_path=dataset_local_path,
+        dataset_link=dataset_link,
     )
     return ModelCard.from_template(
         facts.metadata(),
@@ -153,6 +169,9 @@ def render_dataset_card(
     real_data_filters: Collection[str] | None = None,
     endpoint: str = "https://huggingface.co",
     template: str | None = None,
+    preview: Preview | None = None,
+    model_local_path: str | None = None,
+    model_link: str | None = None,
 ) -> DatasetCard:
     """Renders the dataset card of the synthetic samples of a run.
 
@@ -172,6 +191,11 @@ def render_dataset_card(
             `filters.real_data_filter_names`); defaults to the library's own (`default_real_data_filters()`).
         endpoint (`str`, defaults to `"https://huggingface.co"`): Hub URL used for links.
         template (`str`, *optional*): Jinja template text; defaults to `model_cards/dataset_card.md`.
+        preview (`evaluation.previews.Preview`, *optional*): The samples' preview: a grid picture written beside the
+            card (images) or a few sentences (text).
+        model_local_path (`str`, *optional*): Without `model_repo_id`: the local folder of the model trained on
+            these samples.
+        model_link (`str`, *optional*): Link to that folder, relative to the card's folder.
 
     Returns:
         `huggingface_hub.DatasetCard`: the card; `str(card)` is the README.md content.
@@ -187,6 +211,9 @@ def render_dataset_card(
         real_data_columns=real_data_columns,
         include_real_data=include_real_data,
         endpoint=endpoint,
+        preview=preview,
+        model_local_path=model_local_path,
+        model_link=model_link,
     )
     card_data = facts.update_metadata(card_data)
     return DatasetCard.from_template(

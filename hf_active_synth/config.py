@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
 
@@ -15,6 +17,33 @@ from .acquisition import ACQUISITION_FUNCTIONS
 from .uncertainty.registry import ESTIMATORS, UncertaintyMethod
 
 SelectionStrategy = Literal["top", "random"]
+
+
+def check_finite_floats(values: Mapping[str, Any], option_prefix: str = "") -> None:
+    """Raises a `ValueError` naming the first float in `values` that is NaN or infinite.
+
+    `float("nan")` slips through every range check (`nan < 0` is False) and would silently poison a run, so every
+    float option goes through this: `ActiveSynthesisConfig` and the recipes' argument dataclasses check their fields,
+    and the recipes' parser checks the parsed command line and `--config` file (with `option_prefix="--"`).
+
+    Args:
+        values (`Mapping[str, Any]`): Option name -> value (non-float values are ignored).
+        option_prefix (`str`, defaults to `""`): Put before the name in the message (`"--"` on the command line).
+    """
+    for name, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"`{option_prefix}{name}` must be a finite number, got {value}.")
+
+
+def dataclass_values(instance: Any) -> dict[str, Any]:
+    """`{field name: value}` of a dataclass instance (shallow, unlike `dataclasses.asdict`)."""
+    return {item.name: getattr(instance, item.name) for item in dataclasses.fields(instance)}
+
+
+def accelerator_available() -> bool:
+    """Whether torch sees an accelerator (CUDA, XPU, MPS, ...)."""
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 @dataclass
@@ -161,6 +190,16 @@ class ActiveSynthesisConfig(TrainingArguments):
         },
     )
 
+    # Output.
+    show_cycle_progress: bool = field(
+        default=True,
+        metadata={
+            "help": "Show one progress bar over every stage of every cycle, with the ETA, and silence the "
+            "per-operation bars of datasets and transformers meanwhile. Independent of disable_tqdm (the Trainer's "
+            "per-step bars, which the recipes turn off)."
+        },
+    )
+
     # Trainer defaults that differ from TrainingArguments.
     remove_unused_columns: bool = field(
         default=False,
@@ -172,7 +211,11 @@ class ActiveSynthesisConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        check_finite_floats(dataclass_values(self))
         super().__post_init__()
+        if self.dataloader_pin_memory and not accelerator_available():
+            # Pinned memory only helps copies to an accelerator; without one torch warns at every DataLoader.
+            self.dataloader_pin_memory = False
         if self.synthetic_samples_per_cycle < 0:
             raise ValueError(f"`synthetic_samples_per_cycle` must be >= 0, got {self.synthetic_samples_per_cycle}.")
         positive = {

@@ -7,23 +7,43 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 
 
-class StageTimer:
-    """Accumulates wall time per named stage: `with timer("train"): ...`; totals in `seconds`."""
+class StageListener(Protocol):
+    """Told when each timed stage starts and ends (the run's progress bar is one: `run_output.RunProgress`)."""
 
-    def __init__(self):
+    def stage_started(self, stage: str) -> None: ...
+
+    def stage_finished(self, stage: str, seconds: float) -> None: ...
+
+
+class StageTimer:
+    """Accumulates wall time per named stage: `with timer("train"): ...`; totals in `seconds`.
+
+    Args:
+        listener ([`StageListener`], *optional*): Told when each stage starts and ends.
+    """
+
+    def __init__(self, listener: StageListener | None = None):
         self.seconds: dict[str, float] = {}
+        self.listener = listener
 
     @contextmanager
     def __call__(self, stage: str) -> Iterator[None]:
+        if self.listener is not None:
+            self.listener.stage_started(stage)
         start = time.perf_counter()
         try:
             yield
         finally:
-            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+            elapsed = time.perf_counter() - start
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + elapsed
+        # Only a stage that completed counts as done (an error propagates past this line).
+        if self.listener is not None:
+            self.listener.stage_finished(stage, elapsed)
 
 
 def peak_memory_mb() -> float:

@@ -3,7 +3,8 @@
 The trainer owns the weighted loss, member training, scoring, and `run_cycles`, which wires the loop's stages
 (`stages.CycleStagesMixin`); each stage's logic lives in its own module: `targeting` (targets and quotas),
 `candidates` (validate, score, filter, select), `distributed` (sharding and broadcasts), `cycle` (the on-disk store)
-and `callbacks` (what runs after each saved cycle). `checks` validates what users pass in.
+and `callbacks` (what runs after each saved cycle). `checks` validates what users pass in; `run_output` is what a run
+shows (its progress bar and closing summary).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from .evaluation.audit import OracleAudit
 from .filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
 from .generators.base import Generator
 from .modeling import extract_logits
-from .profiling import StageTimer, peak_memory_mb
+from .profiling import peak_memory_mb
+from .run_output import RunProgress, library_progress_bars_disabled, log_training_at_debug
 from .stages import CycleStagesMixin
 from .uncertainty import UncertaintyEstimator, make_estimator
 
@@ -109,9 +111,10 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
         pool_dataset (`datasets.Dataset`, *optional*): Labelled real examples scored for uncertainty each cycle.
             Defaults to `train_dataset`.
         cycle_callbacks (sequence of [`CycleCallback`], *optional*): Called on the main process when the run
-            starts and after each cycle is saved. Defaults to a [`hub.HubPublisher`] built from `args` when
-            `args.publish_cycles` or `args.push_cycles_to_hub`, else none; a sequence given here replaces that
-            default (include `HubPublisher.from_training_args(args)` to keep publishing).
+            starts and after each cycle is saved. Defaults to [`callbacks.default_cycle_callbacks`]: a
+            [`hub.HubPublisher`] built from `args` when `args.publish_cycles` or `args.push_cycles_to_hub`, and a
+            [`callbacks.TensorBoardCycleCallback`] when `args.report_to` includes `"tensorboard"`; a sequence given
+            here replaces that default (include `HubPublisher.from_training_args(args)` to keep publishing).
         label_oracle ([`evaluation.audit.OracleAudit`], *optional*): A fitted classifier of another kind, trained on
             real labelled data outside the test split, that audits every cycle's accepted samples
             (`CycleResult.label_audit["oracle_label_agreement"]`). With `args.heldout_audit_members > 0` a held-out
@@ -159,14 +162,15 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
 
             compute_metrics = make_compute_metrics()
 
-        self._real_train_inputs = to_model_inputs(
-            train_dataset, self.preprocess, label_column=args.label_column, is_synthetic=False
-        )
-        eval_inputs = (
-            to_model_inputs(eval_dataset, self.preprocess, label_column=args.label_column, is_synthetic=False)
-            if eval_dataset is not None
-            else None
-        )
+        with library_progress_bars_disabled():
+            self._real_train_inputs = to_model_inputs(
+                train_dataset, self.preprocess, label_column=args.label_column, is_synthetic=False
+            )
+            eval_inputs = (
+                to_model_inputs(eval_dataset, self.preprocess, label_column=args.label_column, is_synthetic=False)
+                if eval_dataset is not None
+                else None
+            )
         super().__init__(
             model=model,
             args=args,
@@ -178,12 +182,13 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
             **kwargs,
         )
         self._use_weighted_loss(args.synthetic_loss_weight)
+        log_training_at_debug(self, "model")
         if estimator is None:
             # Members are seeded apart from the main model (seeded with `args.seed`), so none of them is its twin.
             estimator = make_estimator(args.uncertainty_method, args.ensemble_size, seed=args.seed + 1)
         self.estimator = estimator
         if cycle_callbacks is None:
-            cycle_callbacks = default_cycle_callbacks(self.args, self.current_model(), self.filters)
+            cycle_callbacks = default_cycle_callbacks(self.args, self.current_model(), self.filters, preprocess)
         self.cycle_callbacks: list[CycleCallback] = list(cycle_callbacks)
         heldout = args.heldout_audit_members
         self.auditor = CycleAuditor(
@@ -227,6 +232,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
             data_collator=self.data_collator,
             synthetic_loss_weight=self.synthetic_loss_weight,
         )
+        log_training_at_debug(member_trainer, f"member {name}")
         member_trainer.train()
         return self.accelerator.unwrap_model(member_trainer.model)
 
@@ -254,6 +260,10 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
         filters and selects synthetic samples, retrains on real ∪ synthetic and evaluates, until `num_cycles` or a
         validation plateau. Every cycle is saved under `output_dir/cycle-k/` (see `cycle.py`).
 
+        While it runs, one progress bar counts every stage of every cycle (`args.show_cycle_progress`); when it ends,
+        a summary (per cycle: validation metric, accepted samples, uncertainty before -> after, seconds; where the
+        artifacts are) is logged (see `run_output`).
+
         Args:
             resume (`bool`, defaults to `False`): Continue from the last complete cycle in `output_dir`. A resumed
                 run produces the same history as an uninterrupted one.
@@ -263,34 +273,34 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
         completed = store.completed_cycles()
         if completed and not resume:
             raise ValueError(
-                f"{self.args.output_dir} already holds cycles {completed}. Pass `resume=True` to continue that run, "
-                "or choose a new `output_dir`; nothing there is overwritten."
+                f"{self.args.output_dir} already holds cycles {completed}. To continue that run pass `resume=True` "
+                "(`--resume true` on the command line), or choose a new `output_dir`; nothing there is overwritten."
             )
-        if self.is_world_process_zero():
-            for callback in self.cycle_callbacks:
-                callback.on_run_start()
-
-        history = ActiveSynthesisHistory()
-        if completed:
-            pool_logits = self._restore(store, completed[-1], history)
-            start = completed[-1] + 1
-        else:
-            pool_logits = self._run_cycle(0, store, history, torch.empty(0))
-            start = 1
-        stopper = PlateauStopper(self.args.plateau_patience, self.args.plateau_min_delta, self.args.cycle_metric)
-        history.stop_reason = f"completed {self.args.num_cycles} cycles"
-        for cycle in range(start, self.args.num_cycles + 1):
-            if stopper.should_stop(history):
-                history.stop_reason = (
-                    f"validation plateau: {self.args.cycle_metric} did not improve by more than "
-                    f"{self.args.plateau_min_delta} for {self.args.plateau_patience} cycle(s)"
-                )
-                break
-            pool_logits = self._run_cycle(cycle, store, history, pool_logits)
-        self._hand_back_best_cycle(store, history)
-        if self.is_world_process_zero():
-            store.write_history(history, self._public_config())
-        logger.info("Active synthesis finished: %s", history.stop_reason)
+        with RunProgress(self.args, main_process=self.is_world_process_zero()) as progress:
+            if self.is_world_process_zero():
+                for callback in self.cycle_callbacks:
+                    callback.on_run_start()
+            history = ActiveSynthesisHistory()
+            start = completed[-1] + 1 if completed else 0
+            progress.plan(range(start, self.args.num_cycles + 1), audits=self.auditor.active)
+            if completed:
+                pool_logits = self._restore(store, completed[-1], history)
+            else:
+                pool_logits = self._run_cycle(0, store, history, torch.empty(0), progress)
+            stopper = PlateauStopper(self.args.plateau_patience, self.args.plateau_min_delta, self.args.cycle_metric)
+            history.stop_reason = f"completed {self.args.num_cycles} cycles"
+            for cycle in range(max(start, 1), self.args.num_cycles + 1):
+                if stopper.should_stop(history):
+                    history.stop_reason = (
+                        f"validation plateau: {self.args.cycle_metric} did not improve by more than "
+                        f"{self.args.plateau_min_delta} for {self.args.plateau_patience} cycle(s)"
+                    )
+                    break
+                pool_logits = self._run_cycle(cycle, store, history, pool_logits, progress)
+            self._hand_back_best_cycle(store, history)
+            if self.is_world_process_zero():
+                store.write_history(history, self._public_config())
+            progress.finish(history, self.cycle_callbacks)
         return history
 
     def _check_ready_for_cycles(self) -> None:
@@ -300,14 +310,19 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
             check_generator(self.generator)
 
     def _run_cycle(
-        self, cycle: int, store: CycleStore, history: ActiveSynthesisHistory, pool_logits: torch.Tensor
+        self,
+        cycle: int,
+        store: CycleStore,
+        history: ActiveSynthesisHistory,
+        pool_logits: torch.Tensor,
+        progress: RunProgress,
     ) -> torch.Tensor:
         """One cycle; returns the pool's member logits after it (the targets of the next cycle).
 
         Cycles after 0 of a synthesizing run first choose targets, generate, filter and merge; every cycle then
         trains and evaluates, and a synthesizing run scores the pool. Cycle 0 and every cycle of the real-only
         baseline only train and evaluate."""
-        timer = StageTimer()
+        timer = progress.stage_timer(cycle)
         synthesize, estimate = cycle > 0 and self.args.synthesizes, self.args.synthesizes
         if synthesize:
             targets = self._choose_targets(pool_logits, cycle)
@@ -348,4 +363,5 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
         self._finish_cycle(
             store, history, result, accepted=accepted if synthesize else None, pool_logits=new_pool_logits
         )
+        progress.cycle_finished(result)
         return new_pool_logits

@@ -1,8 +1,10 @@
-"""Test-session environment: no test can reach the real Hugging Face Hub.
+"""Test-session environment: no test can reach the real Hugging Face Hub, whatever the caller exported.
 
 HF libraries read these variables once, at import, so they are set here before anything imports them.
 `HF_ENDPOINT` points at a port on 127.0.0.1 reserved for the Hub-protocol test server (`tests/hub_server.py`):
-a test that forgets to mock the Hub fails fast with a refused connection instead of hanging.
+a test that forgets to mock the Hub fails fast with a refused connection instead of hanging. The caller's offline
+switches and cache locations are dropped, so the suite behaves the same with `HF_HUB_OFFLINE=1` exported (what an
+offline user sets): the Hub tests talk to the local server, and tests that need offline mode set it themselves.
 """
 
 from __future__ import annotations
@@ -19,6 +21,26 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Variables of the caller that would change what the HF libraries do here (offline mode, other caches or tokens).
+_CALLER_HF_VARIABLES = (
+    "HF_HUB_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_EVALUATE_OFFLINE",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "TRANSFORMERS_CACHE",
+    "HF_DATASETS_CACHE",
+    "HF_ASSETS_CACHE",
+    "HF_TOKEN",
+    "HF_TOKEN_PATH",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS",
+    "TENSORBOARD_LOGGING_DIR",
+)
+for _name in _CALLER_HF_VARIABLES:
+    os.environ.pop(_name, None)
+
 _HF_HOME = Path(tempfile.mkdtemp(prefix="hf-active-synth-tests-"))
 os.environ["HF_HUB_TEST_PORT"] = str(_free_port())
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{os.environ['HF_HUB_TEST_PORT']}"
@@ -27,7 +49,6 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 os.environ["HF_HOME"] = str(_HF_HOME)
 os.environ["HF_DATASETS_CACHE"] = str(_HF_HOME / "datasets")
-os.environ.pop("HF_TOKEN", None)
 os.environ["TOKENIZERS_PARALLELISM"] = "false"
 # The test models are tiny: one intra-op thread is as fast, and it cannot be oversubscribed when tests or
 # subprocesses (accelerate launch) run side by side on a small machine.

@@ -1,10 +1,12 @@
 """Per-cycle callbacks: `HubPublisher` is one, a custom one runs once per saved cycle, `cycle_callbacks` replaces the
-default publisher."""
+default publisher, and `report_to=["tensorboard"]` adds one TensorBoard step per cycle."""
 
+import pytest
 from tiny import make_trainer
 
 from hf_active_synth import CycleCallback
-from hf_active_synth.cycle import CYCLE_FILE, CycleStore
+from hf_active_synth.callbacks import TENSORBOARD_DIR, TensorBoardCycleCallback, cycle_scalars
+from hf_active_synth.cycle import CYCLE_FILE, CycleResult, CycleStore
 from hf_active_synth.hub import HubPublisher
 
 
@@ -60,3 +62,47 @@ def test_a_custom_callback_is_called_once_per_cycle_with_its_directory(tmp_path)
     assert structural.cycles == [0, 1]
     # The given callbacks replace the default publisher: nothing was written in Hub layout.
     assert not (tmp_path / "run" / "hub").exists()
+
+
+def test_tensorboard_logs_one_step_per_cycle_with_its_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    trainer = make_trainer(tmp_path, num_cycles=2, report_to=["tensorboard"], heldout_audit_members=2)
+    (callback,) = [c for c in trainer.cycle_callbacks if isinstance(c, TensorBoardCycleCallback)]
+    assert callback.log_dir == tmp_path / "run" / TENSORBOARD_DIR
+    history = trainer.run_cycles()
+
+    events = EventAccumulator(str(callback.log_dir))
+    events.Reload()
+
+    def logged(tag):
+        return {event.step: event.value for event in events.Scalars(tag)}
+
+    def approx(values):
+        return {step: pytest.approx(value, rel=1e-6) for step, value in values.items()}
+
+    assert logged("validation/accuracy") == approx({c.cycle: c.metric("eval_accuracy") for c in history.cycles})
+    assert logged("synthetic/accepted") == {0: 0, 1: 6, 2: 6}
+    synthesized = history.cycles[1:]
+    assert logged("uncertainty_before/bald") == approx({c.cycle: c.uncertainty_before["bald"] for c in synthesized})
+    assert logged("uncertainty_after/bald") == approx({c.cycle: c.uncertainty_after["bald"] for c in synthesized})
+    audited = {c.cycle: c.label_audit["heldout_disagreement"]["bald"] for c in synthesized}
+    assert logged("label_audit/heldout_disagreement/bald") == approx(audited)
+    # The end-of-run summary says how to open them.
+    assert callback.outputs() == {"TensorBoard": f"tensorboard --logdir {tmp_path / 'run' / 'runs'}"}
+
+
+def test_cycle_scalars_flatten_the_audit_and_skip_what_is_not_a_number():
+    result = CycleResult(
+        1,
+        {"eval_accuracy": 0.5},
+        num_accepted=3,
+        label_audit={"oracle_label_agreement": 0.75, "per_class": {"0": {"agreement": 1.0}}, "off_label_indices": [2]},
+        heldout_uncertainty={"bald": float("nan")},
+    )
+    scalars = cycle_scalars(result)
+    assert scalars["validation/accuracy"] == 0.5 and scalars["synthetic/accepted"] == 3
+    assert scalars["label_audit/oracle_label_agreement"] == 0.75
+    assert scalars["label_audit/per_class/0/agreement"] == 1.0
+    assert not [tag for tag in scalars if "off_label" in tag or "heldout_uncertainty" in tag]

@@ -122,7 +122,9 @@ def test_summary_has_paired_differences_the_checker_reproduces(comparison):
             text=True,
             check=True,
         ).stdout.split()
-        assert int(out[0]) == 4 and float(out[1]) == pytest.approx(active["random_synthetic"]["accuracy"]["mean"], abs=1e-4)
+        assert int(out[0]) == 4 and float(out[1]) == pytest.approx(
+            active["random_synthetic"]["accuracy"]["mean"], abs=1e-4
+        )
     text = comparison["report"].read_text()
     assert text.index("## Paired differences") < text.index("## Final performance")
     for method in METHODS:
@@ -139,8 +141,15 @@ def test_a_resumed_comparison_writes_the_same_summary(comparison, tmp_path):
     shutil.rmtree(run_dir / "cycle-1")
     built, built_splits = [], []
     config = comparison["config"]
-    run_comparison(task_factory(built, built_splits), config, resumed, methods=METHODS, seeds=SEEDS, splits=SPLITS,
-                   corruptions={"word_dropout": [2]})
+    run_comparison(
+        task_factory(built, built_splits),
+        config,
+        resumed,
+        methods=METHODS,
+        seeds=SEEDS,
+        splits=SPLITS,
+        corruptions={"word_dropout": [2]},
+    )
     assert built_splits == [1] and len(built) == 1  # only the killed run ran again, from its last complete cycle
 
     def without_timings(summary):

@@ -100,3 +100,26 @@ def test_one_table_names_the_estimators():
         estimator = make_estimator(name, num_members=3, seed=7)
         assert isinstance(estimator, UncertaintyEstimator)
         assert estimator.num_members == 3 and estimator.seed == 7
+
+
+@pytest.mark.parametrize("name", ["synthetic_loss_weight", "plateau_min_delta", "learning_rate", "weight_decay"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_every_float_field_rejects_nan_and_infinity(tmp_path, name, value):
+    # `nan < 0` is False: without this check a NaN λ would pass every range check and poison the loss.
+    with pytest.raises(ValueError, match=f"`{name}` must be a finite number"):
+        ActiveSynthesisConfig(output_dir=str(tmp_path), **{name: value})
+    with pytest.raises(ValueError, match=f"`{name}` must be a finite number"):
+        HfArgumentParser(ActiveSynthesisConfig).parse_args_into_dataclasses(
+            ["--output_dir", str(tmp_path), f"--{name}={value}"]
+        )
+
+
+def test_pin_memory_is_off_without_an_accelerator(tmp_path, monkeypatch):
+    from hf_active_synth import config as config_module
+
+    # Pinned memory only speeds up copies to an accelerator; without one, torch warns at every DataLoader.
+    monkeypatch.setattr(config_module, "accelerator_available", lambda: False)
+    assert not ActiveSynthesisConfig(output_dir=str(tmp_path)).dataloader_pin_memory
+    monkeypatch.setattr(config_module, "accelerator_available", lambda: True)
+    assert ActiveSynthesisConfig(output_dir=str(tmp_path)).dataloader_pin_memory
+    assert not ActiveSynthesisConfig(output_dir=str(tmp_path), dataloader_pin_memory=False).dataloader_pin_memory

@@ -158,12 +158,13 @@ def publisher(output_dir: Path, **kwargs) -> HubPublisher:
 
 def test_local_hub_layout_is_the_default(tmp_path):
     output_dir = tmp_path / "run"
-    pub = HubPublisher(output_dir)
+    pub = HubPublisher(output_dir, run_settings={"base_model": "google-bert/bert-base-uncased"})
     assert not output_dir.exists()  # the constructor stores parameters only
     cycles = run_cycles(pub, output_dir, range(3))
 
-    dataset_dir = output_dir / "hub" / "datasets" / "synthetic"
-    assert cycles[2][2].dataset_dir == dataset_dir
+    # Without repository ids, the folders are named after the base model and the data (here the run's folder).
+    dataset_dir = output_dir / "hub" / "datasets" / "run-active-synth-synthetic"
+    assert cycles[2][2].dataset_dir == dataset_dir == pub.dataset_dir()
     cache = str(tmp_path / "datasets-cache")
     for cycle in (1, 2):
         loaded = load_dataset(str(dataset_dir), f"cycle_{cycle}", split="train", cache_dir=cache)
@@ -174,14 +175,22 @@ def test_local_hub_layout_is_the_default(tmp_path):
 
     for cycle in range(3):
         folder = pub.model_dir(branch_name(cycle))
-        assert folder == output_dir / "hub" / "models" / f"model@cycle-{cycle}"
+        assert folder == output_dir / "hub" / "models" / f"bert-base-uncased-run-active-synth@cycle-{cycle}"
         assert_same_weights(BertForSequenceClassification.from_pretrained(folder), cycles[cycle][0])
         assert not (folder / "training_args.bin").exists()
         assert (folder / "README.md").is_file() and (folder / "active_synthesis.json").is_file()
     main = pub.model_dir("main")
     assert_same_weights(BertForSequenceClassification.from_pretrained(main), cycles[1][0])  # best cycle
     assert AutoTokenizer.from_pretrained(main)("good movie")["input_ids"] == [2, 5, 7, 3]
-    assert "cycle 1" in (main / "README.md").read_text()
+    card = (main / "README.md").read_text()
+    assert "cycle 1" in card and "AutoModelForSequenceClassification" in card
+    # Each card links the other repository's local folder.
+    assert f"[`{dataset_dir.as_posix()}`](../../datasets/run-active-synth-synthetic)" in card
+    dataset_card = (dataset_dir / "README.md").read_text()
+    assert f"[`{main.as_posix()}`](../../models/bert-base-uncased-run-active-synth)" in dataset_card
+    # The preview shows accepted sentences, never the real examples held by the prompts.
+    preview = dataset_card.split("## Preview")[1].split("## Cycles")[0]
+    assert "| negative | 2 | cycle 2 synthetic review 0 |" in preview and "REAL-TRAINING-TEXT" not in dataset_card
     assert not (output_dir / PENDING_FILE).exists()
 
 
@@ -397,6 +406,10 @@ def test_image_samples_and_peft_adapters_round_trip_locally(tmp_path):
     assert loaded.features["image"] == Image()
     assert all(np.array_equal(np.asarray(image), p) for image, p in zip(loaded["image"], pixels))
     assert "image classifier" not in (pub.model_dir("cycle-1") / "README.md").read_text()  # no processor saved
+    # The dataset card shows the accepted images in a grid beside it (one row per class, cycle 1's samples).
+    assert "![Synthetic samples per class and cycle](preview.png)" in (pub.dataset_dir() / "README.md").read_text()
+    with PILImage.open(pub.dataset_dir() / "preview.png") as grid:
+        assert grid.format == "PNG" and grid.height > 2 * 32
     assert "PeftModel.from_pretrained" in (pub.model_dir("cycle-1") / "README.md").read_text()
     restored = PeftModel.from_pretrained(make_model(seed=0), pub.model_dir("cycle-1"))
     assert_same_weights(restored, adapter)

@@ -33,6 +33,7 @@ SAMPLES_PER_CYCLE = 20
 NUM_CYCLES = 1
 # The cheapest real run of the image recipe: a 30-step DDPM, 5 denoising steps, 2 ensemble members, 50 real images.
 TINY_IMAGE_RUN = [
+    "--verbose", "true",
     "--ddpm_train_steps", "30",
     "--num_inference_steps", "5",
     "--num_cycles", str(NUM_CYCLES),

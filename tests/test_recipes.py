@@ -43,6 +43,7 @@ def test_recipe_help(recipe):
     )
     assert result.returncode == 0, result.stderr
     assert "--config" in result.stdout and "--synthetic_loss_weight" in result.stdout and "--compare" in result.stdout
+    assert "--verbose" in result.stdout and "--traceback" in result.stdout and "--show_cycle_progress" in result.stdout
 
 
 def test_yaml_config_with_command_line_overrides(tmp_path):
@@ -57,6 +58,48 @@ def test_yaml_config_with_command_line_overrides(tmp_path):
     config_file.write_text(yaml.safe_dump({"num_cycels": 5}))
     with pytest.raises(ValueError, match="num_cycels"):
         parse_args_and_config(make_parser(), ["--config", str(config_file)])
+
+
+def test_a_nan_float_option_fails_at_parse_time_naming_it(tmp_path):
+    from hf_active_synth.recipes.image_classification import ImageScriptArguments, make_parser
+
+    with pytest.raises(ValueError, match="`--guidance_scale` must be a finite number, got nan"):
+        parse_args_and_config(make_parser(), ["--guidance_scale", "nan", "--output_dir", str(tmp_path)])
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("label_scale: .inf\n")
+    with pytest.raises(ValueError, match="`--label_scale` must be a finite number, got inf"):
+        parse_args_and_config(make_parser(), ["--config", str(config_file)])
+    with pytest.raises(ValueError, match="`strength` must be a finite number"):
+        ImageScriptArguments(strength=float("nan"))  # from Python too
+
+
+def test_an_expected_error_is_one_line_with_the_fix(tmp_path):
+    command = [sys.executable, str(ROOT / "recipes" / "image_classification.py"), "--output_dir", str(tmp_path)]
+    result = subprocess.run([*command, "--guidance_scale", "nan"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: `--guidance_scale` must be a finite number, got nan. (add --traceback for the full traceback)"
+    ]
+    result = subprocess.run(
+        [*command, "--guidance_scale", "nan", "--traceback"], capture_output=True, text=True, timeout=180
+    )
+    assert result.returncode == 1 and "Traceback (most recent call last)" in result.stderr
+
+
+def test_the_command_prints_its_errors_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["report", str(tmp_path / "nothing")])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: No history.json in ") and line.endswith("(add --traceback for the full traceback)")
+    with pytest.raises(FileNotFoundError):
+        cli_main(["report", str(tmp_path / "nothing"), "--traceback"])
+    (tmp_path / "run.yaml").write_text("num_cycles: 1\n")
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["run", str(tmp_path / "run.yaml")])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"error: {tmp_path / 'run.yaml'} must name its recipe with `recipe: image`")
 
 
 @pytest.mark.e2e

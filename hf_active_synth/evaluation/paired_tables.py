@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .paired_summary import BASELINES, ENTROPY_REDUCTION_TARGET, PairedSummary
+from .paired_summary import BASELINES, ENTROPY_REDUCTION_TARGET, REAL_ONLY, PairedSummary
 from .tables import format_mean_std, markdown_table
 
 METRIC_NAMES = {"accuracy": "accuracy", "f1": "macro-F1"}
@@ -24,9 +24,12 @@ def _interval(difference: Mapping[str, Any]) -> str:
 
 
 def format_paired_table(differences: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]]) -> str:
-    """One row per method × baseline × metric: mean paired difference, its 95 % interval, pairs and wins."""
+    """One row per method × baseline × metric: mean paired difference, its 95 % interval, pairs and wins
+    (`real_only`'s own rows are left out of the table, not of `summary.json`: they negate the others')."""
     rows = []
     for method, per_baseline in differences.items():
+        if method == REAL_ONLY:  # its rows are the negation of the others' rows against it
+            continue
         for baseline in BASELINES:
             for metric, difference in per_baseline.get(baseline, {}).items():
                 n = difference.get("n", 0)

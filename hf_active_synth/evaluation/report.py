@@ -50,8 +50,11 @@ def summarize(
     return ComparisonSummary.from_runs(results, extras, real_only, random_baseline).to_json()
 
 
-def render_markdown(summary: ComparisonSummary, title: str = "Active synthesis: comparison report") -> str:
-    """The text of `report.md`: every table formatted from `summary`, then the plots and the runs."""
+def render_markdown(
+    summary: ComparisonSummary, title: str = "Active synthesis: comparison report", samples: str | None = None
+) -> str:
+    """The text of `report.md`: every table formatted from `summary`, then the plots, the samples' preview
+    (`samples`, a markdown section body, see `evaluation.previews.Preview.markdown`) and the runs."""
     sections = [f"# {title}"]
     for heading, body in format_paired_sections(summary.paired):
         sections += [f"## {heading}", body]
@@ -87,6 +90,10 @@ def render_markdown(summary: ComparisonSummary, title: str = "Active synthesis: 
         "![Accuracy vs synthetic samples](accuracy_vs_synthetic.png)\n\n"
         "![Targeted-set entropy per cycle](entropy_per_cycle.png)\n\n"
         "![Accepted synthetic samples per class](synthetic_per_class.png)",
+    ]
+    if samples:
+        sections += ["## Synthetic samples", samples]
+    sections += [
         "## Runs",
         markdown_table(["Method", "Seed", "Cycles", "Stop reason"], summary.runs),
     ]
@@ -101,8 +108,10 @@ def build_report(
     random_baseline: str | None = "random_synthetic",
     title: str = "Active synthesis: comparison report",
     label_names: Mapping[str, str] | Sequence[str] | None = None,
+    run_dir: str | Path | None = None,
 ) -> Path:
-    """Writes `report.md`, `summary.json` and the PNG plots into `output_dir`.
+    """Writes `report.md`, `summary.json` and the PNG plots into `output_dir`, and with `run_dir` a preview of that
+    run's accepted samples (`preview.png` for images, a table of sentences for text).
 
     Args:
         results (`Mapping[str, Sequence[dict]]`): `method -> histories` (the trainer's `history.json`), one per seed.
@@ -113,6 +122,8 @@ def build_report(
         random_baseline (`str`, *optional*): The method adding random (untargeted) synthetic data.
         title (`str`): The report's heading.
         label_names (*optional*): Class names for the per-class plot.
+        run_dir (`str` or `Path`, *optional*): A run folder (`cycle-k/synthetic/`, and `real_examples/` when the
+            run saved some) whose samples the report shows; runs without accepted samples show none.
 
     Returns:
         `Path`: The path of `report.md`.
@@ -129,8 +140,19 @@ def build_report(
     plot_entropy_per_cycle(results, output_dir / PLOT_FILES[1])
     plot_synthetic_per_class(results, output_dir / PLOT_FILES[2], label_names=label_names)
 
+    samples = _preview(run_dir, output_dir)
     summary = ComparisonSummary.from_runs(results, extras, real_only, random_baseline)
     (output_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
     report_path = output_dir / "report.md"
-    report_path.write_text(render_markdown(summary, title), encoding="utf-8")
+    report_path.write_text(render_markdown(summary, title, samples=samples), encoding="utf-8")
     return report_path
+
+
+def _preview(run_dir: str | Path | None, output_dir: Path) -> str | None:
+    """Writes the preview of `run_dir`'s samples into `output_dir`; returns its markdown (`None`: nothing to show)."""
+    from .previews import PREVIEW_FILE, Preview, load_run_samples
+
+    (output_dir / PREVIEW_FILE).unlink(missing_ok=True)  # a stale picture of an earlier run
+    samples = None if run_dir is None else load_run_samples(run_dir)
+    # A local report may show the real data the run kept next to its samples: nothing here is published.
+    return None if samples is None else Preview.write(samples, output_dir, include_real=True).markdown()

@@ -61,9 +61,10 @@ class HubPublisher:
     Args:
         output_dir (`str` or `os.PathLike`): The run's output directory (holds `cycle-k/` and `history.json`).
         model_repo_id (`str`, *optional*): Model repository (`namespace/name`). Without it nothing of the model is
-            pushed; locally the folder is named `model`.
+            pushed; locally the folder is named after the base model and the data (`hub.layout.default_repo_names`,
+            e.g. `resnet-digits-active-synth`).
         dataset_repo_id (`str`, *optional*): Dataset repository for the synthetic samples. Without it nothing of the
-            dataset is pushed; locally the folder is named `synthetic`.
+            dataset is pushed; locally the folder is named after the data (e.g. `digits-active-synth-synthetic`).
         push_to_hub (`bool`, defaults to `False`): Upload to the Hub (at `HF_ENDPOINT`); otherwise only write the
             local Hub-layout folder.
         token (`str`, *optional*): Hub token; defaults to the logged-in one. Never logged or written anywhere.
@@ -73,8 +74,10 @@ class HubPublisher:
             `output_dir/hub`.
         run_settings (`Mapping`, *optional*): Settings shown in the cards (`base_model`, `dataset_name`,
             `synthetic_loss_weight`, `uncertainty_method`, `ensemble_size`, `acquisition_function`, `cycle_metric`,
-            `command`, `license`, `task`, ...). Completed from the `config` of `output_dir/history.json` when present;
-            secret-like keys are dropped.
+            `command`, `license`, `task`, `preprocessing`, ...). Completed from the `config` of
+            `output_dir/history.json` when present; secret-like keys are dropped. `preprocessing`, the dotted path of
+            the function that turned raw rows into model inputs (`card_usage.preprocessing_path`), is what the model
+            card's usage code calls for a checkpoint saved without a processor.
         include_real_data (`bool`, defaults to `False`): Publish columns that hold real training data
             (`real_data_columns`). Only set it when the real data may be published.
         real_data_columns (`Sequence[str]`, defaults to `REAL_DATA_COLUMNS`): Those columns.
@@ -132,8 +135,14 @@ class HubPublisher:
     # ------------------------------------------------------------------------------------------------------ paths
     @property
     def _layout(self) -> HubLayout:
-        # Built on each use: the publisher's attributes are public and may be changed after construction.
-        return HubLayout.for_run(self.output_dir, self.local_hub_dir, self.model_repo_id, self.dataset_repo_id)
+        return self._layout_for(self._settings(None))
+
+    def _layout_for(self, settings: Mapping[str, Any]) -> HubLayout:
+        # Built on each use: the publisher's attributes are public and may be changed after construction, and the
+        # default repository names come from the settings (the base model, the data).
+        return HubLayout.for_run(
+            self.output_dir, self.local_hub_dir, self.model_repo_id, self.dataset_repo_id, settings=settings
+        )
 
     @property
     def hub_dir(self) -> Path:
@@ -222,7 +231,7 @@ class HubPublisher:
         if not any(int(entry["cycle"]) == best_cycle for entry in history):
             raise ValueError(f"`best_cycle`={best_cycle} is not in `history` (cycles up to {cycle}).")
         settings = self._settings(run_settings)
-        layout, secrets = self._layout, (self.token,)
+        layout, secrets = self._layout_for(settings), (self.token,)
         result = PublishResult(cycle=cycle)
         result.dataset_dir = stage_dataset(
             layout,
@@ -235,19 +244,19 @@ class HubPublisher:
             real_data_filters=self.real_data_filters,
         )
         result.model_dir = stage_model_branch(layout, cycle, cycle_dir, history, best_cycle, settings, secrets)
-        source = self._best_cycle_source(best_cycle)
+        source = self._best_cycle_source(best_cycle, layout)
         result.main_dir = stage_model_main(layout, source, best_cycle, history, settings, secrets)
-        logger.info("Cycle %d written in Hub layout under %s.", cycle, self.hub_dir)
+        logger.info("Cycle %d written in Hub layout under %s.", cycle, layout.hub_dir)
         if not self.push_to_hub:
             return result
 
-        self._queue.enqueue(self._pushes(result, best_cycle))
+        self._queue.enqueue(self._pushes(result, best_cycle, layout))
         result.pushed, result.pending = self._queue.process(self._push, self.hub_dir)
         return result
 
-    def _pushes(self, result: PublishResult, best_cycle: int) -> list[PendingPush]:
+    def _pushes(self, result: PublishResult, best_cycle: int, layout: HubLayout) -> list[PendingPush]:
         """The pushes of a published cycle: the dataset to `main`, the model to `cycle-k` and to `main`."""
-        cycle, layout = result.cycle, self._layout
+        cycle = result.cycle
         pushes = []
         if self.dataset_repo_id and result.dataset_dir is not None:
             tags = [tag_name(cycle)] if (result.dataset_dir / config_name(cycle)).is_dir() else []
@@ -310,13 +319,13 @@ class HubPublisher:
         return self._queue.load()
 
     # ------------------------------------------------------------------------------------------------ transfers
-    def _best_cycle_source(self, best_cycle: int) -> Path:
+    def _best_cycle_source(self, best_cycle: int, layout: HubLayout) -> Path:
         """The local folder holding the checkpoint of `best_cycle`: its branch folder, or `main` if it already
         holds it; downloaded from the Hub when pushing and neither is present (a run resumed elsewhere)."""
-        branch = self.model_dir(branch_name(best_cycle))
+        branch = layout.model_dir(branch_name(best_cycle))
         if branch.is_dir():
             return branch
-        main = self.model_dir("main")
+        main = layout.model_dir("main")
         if (main / RUN_FILE).is_file() and json.loads((main / RUN_FILE).read_text())["cycle"] == best_cycle:
             return main
         if self.push_to_hub and self.model_repo_id:
@@ -326,12 +335,12 @@ class HubPublisher:
                 "model",
                 branch_name(best_cycle),
                 branch,
-                staging=self._layout.staging,
+                staging=layout.staging,
                 retry=self._retry,
             )
             return branch
         raise FileNotFoundError(
-            f"The checkpoint of the best cycle {best_cycle} is not in {self.hub_dir} (expected {branch}); "
+            f"The checkpoint of the best cycle {best_cycle} is not in {layout.hub_dir} (expected {branch}); "
             "it is needed to update `main`."
         )
 

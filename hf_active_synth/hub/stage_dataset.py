@@ -7,14 +7,17 @@ import math
 import shutil
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import DatasetCardData, constants
 
 from ..cards import render_dataset_card
 from ..columns import PROMPT_COLUMN
 from .files import replace_dir, write_text_atomic
-from .layout import ALL_CONFIG, SPLIT, SYNTHETIC_DIR, HubLayout, config_name
+from .layout import ALL_CONFIG, SPLIT, SYNTHETIC_DIR, HubLayout, config_name, relative_link
+
+if TYPE_CHECKING:
+    from ..evaluation.previews import Preview
 
 MAX_SHARD_BYTES = 500 * 1024 * 1024
 # Provenance columns that can hold real training data (prompts seeded with real examples).
@@ -131,6 +134,19 @@ def _card_data(folder: Path, configs: Mapping[int, str], staging: Path) -> tuple
     return card_data, all_features
 
 
+def _write_preview(
+    folder: Path, output_dir: Path, cycles: Collection[int], settings: Mapping[str, Any], include_real_data: bool
+) -> Preview | None:
+    """Draws the preview of the published cycles' samples (`preview.png` beside the card for images); real data is
+    shown only when it is published (`include_real_data`)."""
+    from ..evaluation.previews import PREVIEW_FILE, Preview, load_run_samples
+
+    # Never rewritten in place: an earlier preview may be hard-linked into a pending upload's folder.
+    (folder / PREVIEW_FILE).unlink(missing_ok=True)
+    samples = load_run_samples(output_dir, settings, cycles=sorted(cycles))
+    return None if samples is None else Preview.write(samples, folder, include_real=include_real_data)
+
+
 def stage_dataset(
     layout: HubLayout,
     cycle: int,
@@ -156,6 +172,10 @@ def stage_dataset(
         return None
 
     card_data, all_features = _card_data(folder, configs, layout.staging)
+    preview = _write_preview(folder, cycle_dir.parent, configs, settings, include_real_data)
+    # Without a model repository, the card points at the local model folder (`main`, the best cycle).
+    model_dir = layout.model_dir("main")
+    local_model = layout.model_repo_id is None
     # What the card's privacy section reports: the columns that can hold real data, and the filters that check it.
     privacy: dict[str, Any] = {
         "real_data_columns": real_data_columns,
@@ -171,6 +191,9 @@ def stage_dataset(
         settings=settings,
         model_repo_id=layout.model_repo_id,
         endpoint=constants.ENDPOINT,
+        preview=preview,
+        model_local_path=layout.local_path(model_dir) if local_model else None,
+        model_link=relative_link(model_dir, folder) if local_model and not layout.dataset_repo_id else None,
         **privacy,
     )
     write_text_atomic(folder / constants.REPOCARD_NAME, str(card))

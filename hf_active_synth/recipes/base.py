@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -21,13 +22,15 @@ from ..config import ActiveSynthesisConfig
 from ..data import Preprocess
 from ..evaluation.audit import OracleAudit
 from ..evaluation.compare import ComparisonTask, run_comparison
+from ..evaluation.previews import save_real_examples
 from ..filters import Filter
 from ..generators.base import Generator
+from ..run_output import SUMMARY_LOGGER
 from ..trainer import ActiveSynthesisTrainer
-from .parsing import parse_args_and_config
-from .running import RunModeArguments, configure_logging
+from .parsing import parse_args_and_config, traceback_requested
+from .running import RunModeArguments, command_line_errors, configure_logging
 
-logger = logging.getLogger(__name__)
+summary_logger = logging.getLogger(SUMMARY_LOGGER)  # shown without --verbose
 
 ScriptArgs = TypeVar("ScriptArgs", bound=RunModeArguments)
 ModelArgs = TypeVar("ModelArgs")
@@ -167,7 +170,11 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
         """
         if not script_args.compare:
             task = self.prepare_task(script_args, config, model_args)
-            return self.build_trainer(task, config, script_args).run_cycles(resume=script_args.resume)
+            trainer = self.build_trainer(task, config, script_args)
+            if trainer.is_world_process_zero():
+                # A few real examples per class beside the run, for the previews (they stay local).
+                save_real_examples(task.train, config.output_dir, config.label_column)
+            return trainer.run_cycles(resume=script_args.resume)
 
         def task_for_split(split: int) -> ComparisonTask:
             # Each split draws its own labelled rows, validation, pool and test (and trains its own generator:
@@ -191,10 +198,21 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
             splits=splits,
             corruptions=self.corruptions,
         )
-        logger.info("Comparison report: %s", report)
+        summary_logger.info(
+            "Comparison report: %s (open it with `hf-active-synth report %s`)", report, config.output_dir
+        )
         return report
 
     def cli(self, args: list[str] | None = None) -> Any:
-        """Parses `args` (default: `sys.argv[1:]`, with `--config FILE` support) and runs [`Recipe.main`]."""
-        configure_logging()
-        return self.main(*parse_args_and_config(self.make_parser(), args))
+        """Parses `args` (default: `sys.argv[1:]`, with `--config FILE` support) and runs [`Recipe.main`].
+
+        An expected error ([`running.EXPECTED_ERRORS`]: a bad option, file or checkpoint) prints one line,
+        `error: <message>`, and exits with status 2; `--traceback` shows its traceback instead. `--verbose` logs the
+        library's INFO messages and every training run's metrics (see [`running.configure_logging`]).
+        """
+        args = list(sys.argv[1:] if args is None else args)
+        with command_line_errors(traceback_requested(args)) as errors:
+            script_args, config, model_args = parse_args_and_config(self.make_parser(), args)
+            errors.traceback = script_args.traceback
+            configure_logging(verbose=script_args.verbose)
+            return self.main(script_args, config, model_args)

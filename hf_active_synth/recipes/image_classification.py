@@ -11,6 +11,7 @@ from `--prompt_template`, img2img from the uncertain real images with `--strengt
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,8 +161,8 @@ def load_task(
 
         processing_class = None
 
-        def preprocess(batch):
-            return preprocess_digits(batch, image_column=config.input_column)
+        # A partial of an importable function (not a closure): the model card can print how to preprocess.
+        preprocess = functools.partial(preprocess_digits, image_column=config.input_column)
 
         to_model_inputs = digits_to_model_inputs
     else:

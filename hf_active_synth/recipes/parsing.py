@@ -12,11 +12,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from transformers import HfArgumentParser
 
+from ..config import accelerator_available, check_finite_floats
+
 logger = logging.getLogger(__name__)
+
+_TRUE_STRINGS = ("yes", "true", "t", "y", "1")  # what `HfArgumentParser` reads as True
+_has_accelerator = accelerator_available  # module-level, so a test can patch it
 
 
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
@@ -34,7 +38,7 @@ def parse_args_and_config(parser: HfArgumentParser, args: Sequence[str] | None =
     """Parses `args` (default: `sys.argv[1:]`) into the parser's dataclasses, reading `--config FILE` first.
 
     Values from the YAML file become defaults; anything given on the command line wins. Unknown YAML keys are an
-    error naming them (a typo must not be silently ignored).
+    error naming them (a typo must not be silently ignored), and so is a NaN or infinite float option, from either.
 
     Call it before anything else touches Accelerate's state: see [`use_cpu_processes_without_accelerator`].
     """
@@ -58,6 +62,7 @@ def parse_args_and_config(parser: HfArgumentParser, args: Sequence[str] | None =
     parser.add_argument("--config", default=None, help="A YAML file of arguments; the command line overrides it.")
     namespace = parser.parse_args(remaining)
     delattr(namespace, "config")
+    check_finite_floats(vars(namespace), option_prefix="--")
     outputs = []
     for dtype in parser.dataclass_types:
         keys = {field.name for field in dataclasses.fields(dtype) if field.init}
@@ -65,9 +70,15 @@ def parse_args_and_config(parser: HfArgumentParser, args: Sequence[str] | None =
     return tuple(outputs)
 
 
-def _has_accelerator() -> bool:
-    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, XPU, MPS, ...
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
+def traceback_requested(args: Sequence[str]) -> bool:
+    """Whether `args` hold `--traceback` (bare or with a true value), read before anything can fail.
+
+    An invalid value counts as no: the full parser reports it.
+    """
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--traceback", nargs="?", const="true", default="false")
+    known, _ = pre.parse_known_args(list(args))
+    return known.traceback.lower() in _TRUE_STRINGS
 
 
 def use_cpu_processes_without_accelerator() -> bool:

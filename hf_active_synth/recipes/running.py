@@ -1,13 +1,25 @@
-"""Run-mode flags every recipe shares: run active synthesis once, or compare it with the baselines (`--compare`)."""
+"""Run-mode flags every recipe shares (run once or `--compare`, `--resume`, `--verbose`, `--traceback`), and how a
+command-line run logs and reports errors."""
 
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from ..config import check_finite_floats, dataclass_values
 from ..evaluation.methods import METHODS, PRESETS, PresetName
+from ..run_output import SUMMARY_LOGGER
 
 logger = logging.getLogger(__name__)
+
+EXPECTED_ERRORS: tuple[type[Exception], ...] = (ValueError, TypeError, OSError)
+"""What the library and the libraries under it raise for a wrong input, with the fix in the message: bad values and
+combinations (`ValueError`), wrong kinds of objects or data (`TypeError`), and missing, existing or unreadable files
+and checkpoints (`OSError`, which covers `FileNotFoundError`, `FileExistsError` and `from_pretrained`'s errors). On
+the command line they print one line; anything else (a bug) keeps its traceback."""
 
 
 @dataclass
@@ -47,6 +59,20 @@ class RunModeArguments:
         },
     )
     resume: bool = field(default=False, metadata={"help": "Continue the run in output_dir from its last cycle."})
+    verbose: bool = field(
+        default=False,
+        metadata={
+            "help": "Log the library's INFO messages and the metrics of every training run (ensemble members "
+            "included); by default a run shows its progress bar, warnings and the final summary."
+        },
+    )
+    traceback: bool = field(
+        default=False,
+        metadata={"help": "Show the full traceback of an expected error instead of one line with the fix."},
+    )
+
+    def __post_init__(self):
+        check_finite_floats(dataclass_values(self))
 
     def comparison_pairs(self) -> tuple[list[int], list[int]]:
         """`(seeds, splits)` of `--compare`: the preset's, unless given explicitly."""
@@ -60,5 +86,35 @@ class RunModeArguments:
         return seeds, splits
 
 
-def configure_logging() -> None:
+def configure_logging(verbose: bool = False) -> None:
+    """Logging of a command-line run: the library's warnings and the end-of-run summary (`run_output.SUMMARY_LOGGER`);
+    with `verbose`, every INFO message of the library and each training run's metrics (DEBUG) too."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hf_active_synth").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    logging.getLogger(SUMMARY_LOGGER).setLevel(logging.INFO)
+
+
+class CommandLineErrors:
+    """What [`command_line_errors`] yields: set `traceback` once the parsed arguments say so."""
+
+    def __init__(self, traceback: bool):
+        self.traceback = traceback
+
+
+@contextmanager
+def command_line_errors(traceback: bool = False) -> Iterator[CommandLineErrors]:
+    """Turns an [`EXPECTED_ERRORS`] error raised inside the block into one line, `error: <message>`, on stderr and
+    exit status 2 (argparse's status for bad arguments); with `traceback` (or `errors.traceback` set inside the
+    block) it propagates with its traceback.
+
+    Args:
+        traceback (`bool`, defaults to `False`): Re-raise instead (what `--traceback` asks for).
+    """
+    errors = CommandLineErrors(traceback)
+    try:
+        yield errors
+    except EXPECTED_ERRORS as error:
+        if errors.traceback:
+            raise
+        print(f"error: {error} (add --traceback for the full traceback)", file=sys.stderr)
+        raise SystemExit(2) from None
