@@ -106,7 +106,7 @@ def test_summary_has_paired_differences_the_checker_reproduces(comparison):
     assert set(paired) == set(METHODS)
     active = paired["active_synthesis"]
     assert set(active) == {"random_synthetic", "real_only"}
-    assert set(active["random_synthetic"]) == {"accuracy", "f1"}
+    assert set(active["random_synthetic"]) == {"accuracy", "f1", "mean_corrupted_accuracy"}
     assert active["random_synthetic"]["accuracy"]["n"] == len(SEEDS) * len(SPLITS)
     assert "real_only" not in paired["real_only"]  # never against itself
     assert set(summary["gap_closure"]) >= {"active_synthesis", "random_targets", "unguided_targeted"}

@@ -33,6 +33,17 @@ ENTROPY_REDUCTION_TARGET = 20.0
 """The proposal's expected entropy reduction (%), checked on held-out real rows."""
 
 
+CORRUPTED_ACCURACY = "mean_corrupted_accuracy"
+"""Test accuracy averaged over every corruption and severity of the run's robustness evaluation."""
+
+
+def with_corrupted_accuracy(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """`entry` with `mean_corrupted_accuracy` (None when the run had no corruption evaluation)."""
+    scores = analysis.robustness_scores(entry)
+    values = [accuracy for by_severity in scores.values() for accuracy in by_severity.values()]
+    return {**entry, CORRUPTED_ACCURACY: sum(values) / len(values) if values else None}
+
+
 def _last_cycle_entries(entries: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
     """The entries with the last cycle's test metrics in place of the best validation cycle's."""
     return {
@@ -125,8 +136,12 @@ class PairedSummary:
         cls, results: Mapping[str, Sequence[Mapping[str, Any]]], entries: Mapping[str, Sequence[Mapping[str, Any]]]
     ) -> PairedSummary:
         """Builds the paired sections from `method -> histories` and `method -> final-metric entries`."""
-        paired_entries = {m: list(runs) for m, runs in entries.items() if runs and "seed" in runs[0]}
+        paired_entries = {
+            m: [with_corrupted_accuracy(e) for e in runs] for m, runs in entries.items() if runs and "seed" in runs[0]
+        }
         methods = list(paired_entries)
+        has_corruptions = any(e[CORRUPTED_ACCURACY] is not None for runs in paired_entries.values() for e in runs)
+        metrics = ("accuracy", "f1", CORRUPTED_ACCURACY) if has_corruptions else ("accuracy", "f1")
         efficiency = {}
         if RANDOM_BASELINE in results:
             for method in results:
@@ -136,7 +151,7 @@ class PairedSummary:
         audits = {m: [a for h in runs if (a := run_label_audit(h))] for m, runs in results.items()}
         heldout = {m: [u for h in runs if (u := run_heldout_uncertainty(h))] for m, runs in results.items()}
         return cls(
-            differences=paired_differences(paired_entries, methods, BASELINES) if methods else {},
+            differences=paired_differences(paired_entries, methods, BASELINES, metrics) if methods else {},
             differences_last_cycle=paired_differences(_last_cycle_entries(paired_entries), methods, BASELINES)
             if methods
             else {},

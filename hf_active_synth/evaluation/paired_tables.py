@@ -8,7 +8,7 @@ from typing import Any
 from .paired_summary import BASELINES, ENTROPY_REDUCTION_TARGET, REAL_ONLY, PairedSummary
 from .tables import format_mean_std, markdown_table
 
-METRIC_NAMES = {"accuracy": "accuracy", "f1": "macro-F1"}
+METRIC_NAMES = {"accuracy": "accuracy", "f1": "macro-F1", "mean_corrupted_accuracy": "accuracy, mean over corruptions"}
 
 
 def _signed(value: float | None, digits: int = 4) -> str:
