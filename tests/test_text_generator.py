@@ -223,7 +223,7 @@ def test_zero_shot_only_for_a_target_with_nothing_to_show():
     request.seed_examples = {}
     (job,) = writer().jobs(request)
     assert job.examples == [] and job.seed_ids == []
-    assert "Write one new negative movie review. Reply with the movie review only." in job.prompt
+    assert "Write one new negative text. Reply with the text only." in job.prompt
 
 
 def test_same_seed_same_candidates_other_seed_differs():

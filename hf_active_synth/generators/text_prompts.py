@@ -42,7 +42,8 @@ class PromptTemplates:
             `None` keeps the model's own default system prompt.
         response_prefix (`str`, defaults to `""`): Appended after the generation prompt, so the model continues it
             (e.g. `'"'` or `"Review:"` for base models without a chat template).
-        domain (`str`, defaults to `"movie review"`): Fills `{domain}`.
+        domain (`str`, defaults to `"text"`): Fills `{domain}`: what kind of text the data is ("movie review",
+            "news headline", ...). The default names no domain, so that no data set is described as another.
     """
 
     few_shot: str = (
@@ -53,7 +54,7 @@ class PromptTemplates:
     example: str = '- "{text}"'
     system: str | None = None
     response_prefix: str = ""
-    domain: str = "movie review"
+    domain: str = "text"
 
     def __post_init__(self):
         for name in ("few_shot", "zero_shot", "system"):

@@ -20,7 +20,7 @@ from ..config import ActiveSynthesisConfig
 from ..evaluation.audit import TextOracle
 from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
 from ..filters.text import LengthFilter, NearDuplicateFilter, RealNearCopyFilter
-from ..generators.text import TextGenerationGenerator
+from ..generators.text import PromptTemplates, TextGenerationGenerator
 from ..tasks.assets import minilm_path, smollm2_gguf_path
 from ..tasks.text import load_sst2, sample_class_balanced
 from .base import Recipe, RecipeTask, pretrained_classifier
@@ -67,8 +67,26 @@ class TextScriptArguments(RunModeArguments):
     )
     train_file: str | None = field(default=None, metadata={"help": "Local CSV/TSV/JSON/parquet training file."})
     test_file: str | None = field(default=None, metadata={"help": "Local CSV/TSV/JSON/parquet test file."})
-    class_names: list[str] = field(
-        default_factory=lambda: ["negative", "positive"], metadata={"help": "Class names for local files."}
+    class_names: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Class names of local files, in label-id order. Default: string labels become classes (sorted); "
+            "integer labels need this option."
+        },
+    )
+    text_domain: str | None = field(
+        default=None,
+        metadata={
+            "help": "What kind of text the data is, as the generator's prompts name it (e.g. 'movie review', "
+            "'news headline', 'support ticket'). Default: 'movie review' for SST-2, 'text' for other data."
+        },
+    )
+    label_descriptions: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "What each class means in the prompts, in label-id order (e.g. 'sports' 'world politics'); "
+            "default: the class names."
+        },
     )
     train_budget: int = field(default=64, metadata={"help": "Labelled real training sentences (class-balanced)."})
     eval_size: int = field(default=300, metadata={"help": "Validation sentences used to measure each cycle."})
@@ -100,20 +118,51 @@ class TextModelArguments:
     )
 
 
+def _text_domain(script_args: TextScriptArguments) -> str:
+    """`--text_domain`, or what the data is known to be: SST-2 holds movie-review snippets; anything else is "text"."""
+    if script_args.text_domain is not None:
+        return script_args.text_domain
+    local_files = script_args.train_file or script_args.test_file
+    is_sst2 = script_args.dataset_path is not None or script_args.dataset_name == "stanfordnlp/sst2"
+    return "movie review" if is_sst2 and not local_files else "text"
+
+
+def _load_local_files(script_args: TextScriptArguments, label_column: str) -> DatasetDict:
+    """`--train_file` / `--test_file`: the label column becomes a `ClassLabel` (from `--class_names`, or from the
+    string labels themselves), and a fifth of the training file is carved out for validation."""
+    if not (script_args.train_file and script_args.test_file):
+        raise ValueError("Pass both --train_file and --test_file (or neither).")
+    files = {"train": script_args.train_file, "test": script_args.test_file}
+    extension = script_args.train_file.rsplit(".", 1)[-1]
+    builder = {"tsv": "csv", "csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}.get(extension)
+    if builder is None:
+        raise ValueError(f"Unsupported file type .{extension}: use csv, tsv, json, jsonl or parquet.")
+    kwargs = {"delimiter": "\t"} if extension == "tsv" else {}
+    data = load_dataset(builder, data_files=files, **kwargs)
+    if label_column not in data["train"].column_names:
+        raise ValueError(
+            f"{script_args.train_file} has no label column {label_column!r} (columns: {data['train'].column_names}); "
+            "set --label_column."
+        )
+    names = script_args.class_names
+    if names is None:
+        values = set(data["train"].unique(label_column)) | set(data["test"].unique(label_column))
+        if not all(isinstance(value, str) for value in values):
+            raise ValueError(
+                f"The labels of {script_args.train_file} are not class names ({sorted(values, key=str)[:5]}...): "
+                "pass --class_names in label-id order."
+            )
+        names = sorted(values)
+        # String labels: map each to its class id before the cast.
+        data = data.map(lambda row: {label_column: names.index(row[label_column])})
+    data = data.cast_column(label_column, ClassLabel(names=list(names)))
+    carved = data["train"].train_test_split(test_size=0.2, seed=script_args.split_seed)
+    return DatasetDict({"train": carved["train"], "validation": carved["test"], "test": data["test"]})
+
+
 def _load_splits(script_args: TextScriptArguments, text_column: str, label_column: str) -> DatasetDict:
     if script_args.train_file or script_args.test_file:
-        if not (script_args.train_file and script_args.test_file):
-            raise ValueError("Pass both --train_file and --test_file (or neither).")
-        files = {"train": script_args.train_file, "test": script_args.test_file}
-        extension = script_args.train_file.rsplit(".", 1)[-1]
-        builder = {"tsv": "csv", "csv": "csv", "json": "json", "jsonl": "json", "parquet": "parquet"}.get(extension)
-        if builder is None:
-            raise ValueError(f"Unsupported file type .{extension}: use csv, tsv, json, jsonl or parquet.")
-        kwargs = {"delimiter": "\t"} if extension == "tsv" else {}
-        data = load_dataset(builder, data_files=files, **kwargs)
-        data = data.cast_column(label_column, ClassLabel(names=script_args.class_names))
-        carved = data["train"].train_test_split(test_size=0.2, seed=script_args.split_seed)
-        return DatasetDict({"train": carved["train"], "validation": carved["test"], "test": data["test"]})
+        return _load_local_files(script_args, label_column)
     if script_args.dataset_path is not None:
         data = load_sst2(script_args.dataset_path)
     elif script_args.dataset_name == "stanfordnlp/sst2":
@@ -144,8 +193,16 @@ def load_task(
     label_names = list(data["train"].features[config.label_column].names)
     model_name_or_path = model_args.model_name_or_path or str(minilm_path())
     tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+    descriptions = script_args.label_descriptions
+    if descriptions is not None and len(descriptions) != len(label_names):
+        raise ValueError(
+            f"--label_descriptions has {len(descriptions)} entries but the data has {len(label_names)} classes "
+            f"({label_names}); give one per class, in label-id order."
+        )
     generator = TextGenerationGenerator(
         script_args.generator_name_or_path or smollm2_gguf_path(),
+        templates=PromptTemplates(domain=_text_domain(script_args)),
+        label_descriptions=descriptions,
         dtype=getattr(torch, script_args.generator_dtype),
         batch_size=script_args.generation_batch_size,
         max_new_tokens=script_args.max_new_tokens,
