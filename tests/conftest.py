@@ -63,6 +63,15 @@ SST2_DIR = SHARED_DIR / "data" / "sst2"
 
 
 @pytest.fixture
+def paired_checker() -> Path:
+    """The independent statistics checker `shared/tools/paired.py`; skips the test when it is absent."""
+    path = SHARED_DIR / "tools" / "paired.py"
+    if not path.is_file():
+        pytest.skip(f"the independent checker is not at {path} (the shared folder is absent)")
+    return path
+
+
+@pytest.fixture
 def sst2_dir() -> Path:
     """The shared SST-2 folder (`train.tsv`, `dev.tsv`, `test.tsv`); skips the test when it is absent."""
     if not (SST2_DIR / "train.tsv").is_file():

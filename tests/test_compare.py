@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SHARED_DIR
 from tiny import WordSwapGenerator, make_args, make_bert, make_text_dataset, make_tokenizer
 
 from hf_active_synth import ActiveSynthesisTrainer
@@ -99,7 +98,7 @@ def test_final_metrics_are_the_best_validation_cycle_with_the_last_beside_them(c
         assert 0.0 <= entry["clean_accuracy"] <= 1.0 and "2" in entry["robustness"]["word_dropout"]
 
 
-def test_summary_has_paired_differences_the_checker_reproduces(comparison):
+def test_summary_has_paired_differences_the_checker_reproduces(comparison, paired_checker):
     output_dir = comparison["output_dir"]
     summary = json.loads((output_dir / "summary.json").read_text())
     paired = summary["paired_differences"]
@@ -114,17 +113,20 @@ def test_summary_has_paired_differences_the_checker_reproduces(comparison):
     assert efficiency["n"] == len(SEEDS) * len(SPLITS) and efficiency["num_reached"] + efficiency["num_capped"] == 4
     for entry in summary["extras"]["active_synthesis"]:
         assert {"seed", "split", "clean_accuracy"} <= set(entry)
-    checker = SHARED_DIR / "tools" / "paired.py"
-    if checker.is_file():
-        out = subprocess.run(
-            [sys.executable, str(checker), str(output_dir / "summary.json"), "active_synthesis", "random_synthetic"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        assert int(out[0]) == 4 and float(out[1]) == pytest.approx(
-            active["random_synthetic"]["accuracy"]["mean"], abs=1e-4
-        )
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(paired_checker),
+            str(output_dir / "summary.json"),
+            "active_synthesis",
+            "random_synthetic",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert int(out[0]) == 4
+    assert float(out[1]) == pytest.approx(active["random_synthetic"]["accuracy"]["mean"], abs=1e-4)
     text = comparison["report"].read_text()
     assert text.index("## Paired differences") < text.index("## Final performance")
     for method in METHODS:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SHARED_DIR
 from scipy import stats
 
 from hf_active_synth.evaluation.efficiency import data_efficiency, data_efficiency_from_histories
@@ -24,8 +23,6 @@ from hf_active_synth.evaluation.paired import (
     runs_from_summary,
 )
 from hf_active_synth.evaluation.report import summarize
-
-CHECKER = SHARED_DIR / "tools" / "paired.py"
 
 
 def entry(seed, accuracy, f1=None, split=0):
@@ -188,16 +185,15 @@ def test_data_efficiency_from_histories_pairs_by_seed():
     ]
 
 
-def run_checker(path, method, baseline):
+def run_checker(checker, path, method, baseline):
     out = subprocess.run(
-        [sys.executable, str(CHECKER), str(path), method, baseline], capture_output=True, text=True, check=True
+        [sys.executable, str(checker), str(path), method, baseline], capture_output=True, text=True, check=True
     )
     n, mean, lo, hi = out.stdout.split()
     return int(n), mean, float(lo), float(hi)
 
 
-@pytest.mark.skipif(not CHECKER.is_file(), reason="the independent checker shared/tools/paired.py is not here")
-def test_paired_differences_agree_with_the_independent_checker(tmp_path):
+def test_paired_differences_agree_with_the_independent_checker(tmp_path, paired_checker):
     rng = random.Random(3)
     methods = ("real_only", "random_synthetic", "bald_active_learning", "active_synthesis")
     offsets = {"real_only": -0.05, "random_synthetic": 0.0, "bald_active_learning": 0.03, "active_synthesis": 0.02}
@@ -219,7 +215,7 @@ def test_paired_differences_agree_with_the_independent_checker(tmp_path):
             if baseline == method:
                 continue
             cell = reloaded["paired_differences"][method][baseline]["accuracy"]
-            n, mean, lo, hi = run_checker(path, method, baseline)
+            n, mean, lo, hi = run_checker(paired_checker, path, method, baseline)
             assert cell["n"] == n == 7
             assert f"{cell['mean']:.4f}" == mean  # the same pairs, differences and mean
             # Same interval method (mean ± t s/√n); the checker prints 4 decimals and rounds t to 2 (t(0.975, 6) =
@@ -231,7 +227,7 @@ def test_paired_differences_agree_with_the_independent_checker(tmp_path):
     # One pair: both say "no interval".
     single = {"extras": {"a": [entry(0, 0.9)], "b": [entry(0, 0.8)]}}
     path.write_text(json.dumps(single))
-    assert run_checker(path, "a", "b")[0] == 1
+    assert run_checker(paired_checker, path, "a", "b")[0] == 1
     assert paired_differences(runs_from_summary(single), ["a"], baselines=("b",))["a"]["b"]["accuracy"]["ci95"] == [
         None,
         None,
