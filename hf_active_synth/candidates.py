@@ -1,14 +1,15 @@
 """A cycle's candidates, from the generator's rows to the accepted samples: validate, score, filter, select.
 
 Selection is the discrete form of L_G = E_x~G[Var(y|x)]: among the filters' survivors, each target keeps its quota of
-the highest-disagreement candidates. Every function here is pure (the member logits are computed by the caller).
+the highest-disagreement candidates (or, with `"band"`, of those of medium disagreement). Every function here is pure
+(the member logits are computed by the caller; with `judge_members` they are the JUDGE members' only).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from .filters import Filter, FilterContext
 from .generators.base import SynthesisTarget
 
 if TYPE_CHECKING:
-    from .config import ActiveSynthesisConfig
+    from .config import ActiveSynthesisConfig, SelectionStrategy
 
 # The count `filter_counts` records after the filters: rows kept by selection.
 SELECTED_COUNT = "selected"
@@ -42,14 +43,17 @@ class CandidateSettings:
         input_column (`str`), label_column (`str`): The candidates' (and real data's) input and label columns.
         num_labels (`int`): Number of classes.
         acquisition_function (`str`): The uncertainty score written to `synth_score`.
-        selection_strategy (`str`, defaults to `"top"`): `"top"` or `"random"` (see [`select_candidates`]).
+        selection_strategy (`str`, defaults to `"top"`): `"top"`, `"random"` or `"band"` (see
+            [`select_candidates`]).
+        selection_band (`tuple[float, float]`, defaults to `(0.25, 0.75)`): The quantile band of `"band"`.
     """
 
     input_column: str
     label_column: str
     num_labels: int
     acquisition_function: str
-    selection_strategy: Literal["top", "random"] = "top"
+    selection_strategy: SelectionStrategy = "top"
+    selection_band: tuple[float, float] = (0.25, 0.75)
 
     @classmethod
     def from_config(cls, args: ActiveSynthesisConfig, num_labels: int) -> CandidateSettings:
@@ -59,6 +63,7 @@ class CandidateSettings:
             num_labels=num_labels,
             acquisition_function=args.acquisition_function,
             selection_strategy=args.selection_strategy,
+            selection_band=(args.selection_band_low, args.selection_band_high),
         )
 
     def filter_context(self, real_dataset: Dataset, accepted_dataset: Dataset | None) -> FilterContext:
@@ -157,18 +162,53 @@ def apply_filters(
     return kept, counts
 
 
+def quantile_positions(scores: np.ndarray) -> np.ndarray:
+    """Each score's quantile position among `scores`: its average rank / (n - 1), in `[0, 1]` (0.5 when n = 1)."""
+    if len(scores) == 1:
+        return np.array([0.5])
+    below = (scores[None, :] < scores[:, None]).sum(axis=1)
+    ties = (scores[None, :] == scores[:, None]).sum(axis=1) - 1
+    return (below + ties / 2) / (len(scores) - 1)
+
+
+def band_priority(scores: np.ndarray, target_ids: np.ndarray, band: tuple[float, float]) -> np.ndarray:
+    """Selection priority (lower first) of `"band"`: in-band candidates of a target first, closest to the band's
+    middle first, then the others by the same distance (they only fill quotas the band cannot).
+
+    Args:
+        scores (`np.ndarray`): `synth_score` of each candidate.
+        target_ids (`np.ndarray`): Each candidate's target.
+        band (`tuple[float, float]`): `(low, high)` quantiles, among each target's candidates.
+    """
+    low, high = band
+    if not 0.0 <= low < high <= 1.0:
+        raise ValueError(f"The selection band must satisfy 0 <= low < high <= 1 (quantiles), got {band}.")
+    priority = np.empty(len(scores))
+    for target in np.unique(target_ids):
+        rows = np.flatnonzero(target_ids == target)
+        position = quantile_positions(scores[rows])
+        outside = (position < low - 1e-9) | (position > high + 1e-9)
+        # Distances are at most 1, so +2 puts every out-of-band candidate after every in-band one.
+        priority[rows] = np.abs(position - (low + high) / 2) + 2.0 * outside
+    return priority
+
+
 def select_candidates(
     candidates: Dataset,
     quotas: Mapping[int, int],
-    strategy: Literal["top", "random"] = "top",
+    strategy: SelectionStrategy = "top",
     seed: int = 0,
+    band: tuple[float, float] = (0.25, 0.75),
 ) -> Dataset:
     """Keeps `quotas[target_id]` candidates per target, then tops up from the leftovers to the total budget.
 
     With `strategy="top"` the candidates with the highest `synth_score` (ensemble disagreement) are kept, so the
     accepted set maximises the expected disagreement of what the generator proposed; `"random"` keeps a seeded
-    uniform sample instead (the random-synthetic baseline). When a target has fewer survivors than its quota, its share
-    goes to the best leftovers of other targets, so the budget is met whenever enough candidates survived.
+    uniform sample instead (the random-synthetic baseline). `"band"` keeps medium disagreement: the candidates whose
+    score's quantile position among their target's candidates (see [`quantile_positions`]) lies in `band`, closest
+    to the band's middle first (extreme scores are often off-label or off-manifold samples). When a target has
+    fewer eligible candidates than its quota, its share goes to the best leftovers of other targets (for `"band"`,
+    in-band ones first), so the budget is met whenever enough candidates survived.
 
     Returns the kept rows ordered by target id, then by rank, so the result is deterministic.
     """
@@ -179,8 +219,10 @@ def select_candidates(
         priority = -np.asarray(candidates[SCORE_COLUMN], dtype=np.float64)
     elif strategy == "random":
         priority = np.random.default_rng(seed).random(len(candidates))
+    elif strategy == "band":
+        priority = band_priority(np.asarray(candidates[SCORE_COLUMN], dtype=np.float64), target_ids, band)
     else:
-        raise ValueError(f"Unknown selection strategy {strategy!r}; use 'top' or 'random'.")
+        raise ValueError(f"Unknown selection strategy {strategy!r}; use 'top', 'random' or 'band'.")
     # Stable sort by priority, ties broken by row order.
     order = np.argsort(priority, kind="stable")
     taken: list[int] = []
@@ -213,8 +255,9 @@ def filter_and_select(
     filters: Sequence[Filter],
     context: FilterContext,
     quotas: Mapping[int, int],
-    strategy: Literal["top", "random"],
+    strategy: SelectionStrategy,
     seed: int,
+    band: tuple[float, float] = (0.25, 0.75),
 ) -> tuple[Dataset, dict[str, int]]:
     """Filters scored candidates, selects each target's quota and casts the labels like the real data.
 
@@ -223,14 +266,15 @@ def filter_and_select(
         filters (`Sequence[Filter]`): Applied in order.
         context ([`FilterContext`]): What the filters may look at (the real rows give the label feature too).
         quotas (`Mapping[int, int]`): `target_id -> samples to keep` (see [`select_candidates`]).
-        strategy (`str`): `"top"` or `"random"`.
+        strategy (`str`): `"top"`, `"random"` or `"band"`.
         seed (`int`): Seed of the random selection.
+        band (`tuple[float, float]`, defaults to `(0.25, 0.75)`): The quantile band of `"band"`.
 
     Returns:
         `tuple[Dataset, dict[str, int]]`: The accepted rows, and the rows left after each filter plus
         `"selected"` (the cycle's `filter_counts`).
     """
     kept, counts = apply_filters(scored, filters, context)
-    selected = select_candidates(kept, quotas=quotas, strategy=strategy, seed=seed)
+    selected = select_candidates(kept, quotas=quotas, strategy=strategy, seed=seed, band=band)
     counts[SELECTED_COUNT] = len(selected)
     return cast_like_real(selected, context.real_dataset.features, context.label_column), counts

@@ -15,8 +15,9 @@ from transformers.trainer_utils import SaveStrategy
 
 from .acquisition import ACQUISITION_FUNCTIONS
 from .uncertainty.registry import ESTIMATORS, UncertaintyMethod
+from .uncertainty.subset import split_members
 
-SelectionStrategy = Literal["top", "random"]
+SelectionStrategy = Literal["top", "random", "band"]
 
 
 def check_finite_floats(values: Mapping[str, Any], option_prefix: str = "") -> None:
@@ -87,7 +88,24 @@ class ActiveSynthesisConfig(TrainingArguments):
         default="top",
         metadata={
             "help": "How surviving candidates are kept per target: 'top' (highest acquisition score, the targeted "
-            "product) or 'random' (the random-synthetic baseline)."
+            "product), 'random' (the random-synthetic baseline) or 'band' (scores within the target's "
+            "[selection_band_low, selection_band_high] quantile band, closest to the band's middle first)."
+        },
+    )
+    selection_band_low: float = field(
+        default=0.25,
+        metadata={"help": "selection_strategy='band': lower quantile of the band, among each target's candidates."},
+    )
+    selection_band_high: float = field(
+        default=0.75,
+        metadata={"help": "selection_strategy='band': upper quantile of the band, among each target's candidates."},
+    )
+    judge_members: int = field(
+        default=0,
+        metadata={
+            "help": "J: the estimator's last J members only score, filter and select candidates (JUDGE members) "
+            "and the first K - J only guide generation (GUIDE members), so selection never rewards samples that "
+            "fool the members that produced the gradient. Targets use all members. 0: every member does both."
         },
     )
     target_strategy: Literal["uncertain", "random"] = field(
@@ -111,6 +129,33 @@ class ActiveSynthesisConfig(TrainingArguments):
             "help": "Deprecated: set target_strategy, guidance and selection_strategy instead. False stands for "
             "target_strategy='random', guidance=False, selection_strategy='random'; True changes nothing."
         },
+    )
+    target_source: Literal["train", "crossfit", "pool"] = field(
+        default="train",
+        metadata={
+            "help": "Where targets come from: 'train' (the labelled rows, scored by the estimator fitted on them), "
+            "'crossfit' (each labelled row scored by a fresh estimator fitted on the other crossfit_folds - 1 folds "
+            "and every synthetic row: crossfit_folds extra fits per cycle, see crossfit.py) or 'pool' (the "
+            "unlabelled pool_dataset, which the recipes pass: targets carry the ensemble's pseudo-label)."
+        },
+    )
+    crossfit_folds: int = field(default=5, metadata={"help": "target_source='crossfit': number of folds, k."})
+    pseudo_label_min_confidence: float = field(
+        default=0.5,
+        metadata={
+            "help": "target_source='pool': least ensemble-mean probability of a row's pseudo-label for the row to "
+            "be a target (uncertain yet not hopeless)."
+        },
+    )
+    class_budget: Literal["equal", "uncertainty"] = field(
+        default="equal",
+        metadata={
+            "help": "Split of the cycle's budget over classes: 'equal', or 'uncertainty' (by each class's mean "
+            "acquisition score over its candidate targets, above class_budget_floor times the equal quota)."
+        },
+    )
+    class_budget_floor: float = field(
+        default=0.5, metadata={"help": "class_budget='uncertainty': share of the equal quota every class keeps."}
     )
 
     # Uncertainty.
@@ -247,8 +292,15 @@ class ActiveSynthesisConfig(TrainingArguments):
                 f"Unknown `acquisition_function` {self.acquisition_function!r}; choose one of "
                 f"{list(ACQUISITION_FUNCTIONS)}."
             )
-        if self.selection_strategy not in ("top", "random"):
-            raise ValueError(f"`selection_strategy` must be 'top' or 'random', got {self.selection_strategy!r}.")
+        if self.selection_strategy not in ("top", "random", "band"):
+            raise ValueError(f"`selection_strategy` must be 'top', 'random' or 'band': {self.selection_strategy!r}.")
+        if not 0.0 <= self.selection_band_low < self.selection_band_high <= 1.0:
+            raise ValueError(
+                f"Need 0 <= selection_band_low < selection_band_high <= 1 (quantiles), got "
+                f"{self.selection_band_low} and {self.selection_band_high}."
+            )
+        if self.judge_members:
+            split_members(self.ensemble_size, self.judge_members)  # raises with the fix when a side has < 2
         if self.heldout_audit_members < 0 or self.heldout_audit_members == 1:
             raise ValueError(
                 f"`heldout_audit_members` must be 0 (off) or >= 2 (one model has no disagreement), got "
@@ -279,6 +331,15 @@ class ActiveSynthesisConfig(TrainingArguments):
             self.targeted = None
         if self.target_strategy not in ("uncertain", "random"):
             raise ValueError(f"`target_strategy` must be 'uncertain' or 'random', got {self.target_strategy!r}.")
+        if self.target_source not in ("train", "crossfit", "pool"):
+            raise ValueError(f"`target_source` must be 'train', 'crossfit' or 'pool', got {self.target_source!r}.")
+        if self.crossfit_folds < 2:
+            raise ValueError(f"`crossfit_folds` must be >= 2, got {self.crossfit_folds}.")
+        if self.class_budget not in ("equal", "uncertainty"):
+            raise ValueError(f"`class_budget` must be 'equal' or 'uncertainty', got {self.class_budget!r}.")
+        for name in ("pseudo_label_min_confidence", "class_budget_floor"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}.")
 
     @property
     def synthesizes(self) -> bool:

@@ -8,8 +8,9 @@ the Trainer (construction, the weighted loss, member training, scoring) and that
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from datasets import Dataset, concatenate_datasets
@@ -17,11 +18,14 @@ from transformers import Trainer
 from transformers.trainer_utils import set_seed
 
 from .candidates import CandidateSettings, filter_and_select, score_candidates, validate_candidates
+from .crossfit import crossfit_member_logits
 from .cycle import CHECKPOINT_DIR, ActiveSynthesisHistory, CycleResult, CycleStore
 from .data import Preprocess, label_names, merge_model_inputs, to_model_inputs
 from .distributed import broadcast_from_main, generate_sharded, process_seed
 from .generators.base import GenerationRequest, Generator, SynthesisTarget
-from .targeting import TargetingSettings, choose_targets, seed_examples, target_quotas
+from .targeting import TargetingSettings, choose_targets, fold_assignment, seed_examples, target_quotas
+from .uncertainty.registry import make_estimator
+from .uncertainty.subset import MemberSubset, split_members
 
 if TYPE_CHECKING:
     from .callbacks import CycleCallback
@@ -36,7 +40,7 @@ else:
 logger = logging.getLogger("hf_active_synth.trainer")  # the loop logs under one name
 
 # Offsets that give every stage of every cycle its own seed, so a resumed run replays the same random streams.
-_STAGE_SEED_OFFSETS = {"train": 0, "estimate": 1, "generate": 2, "select": 3, "audit": 4}
+_STAGE_SEED_OFFSETS = {"train": 0, "estimate": 1, "generate": 2, "select": 3, "audit": 4, "crossfit": 5}
 # `_model_preparation_time`: the Trainer adds it to the first evaluation after wrapping the model (e.g. in DDP).
 _TIMING_SUFFIXES = ("_runtime", "_per_second", "_preparation_time")
 
@@ -87,10 +91,56 @@ class CycleStagesMixin(_TrainerBase):
     def _estimate_stage(self, cycle: int) -> torch.Tensor:
         set_seed(self._stage_seed(cycle, "estimate"))
         self.estimator.fit(self)
-        return self.predict_member_logits(self.pool_dataset)
+        return self._target_logits(cycle)
+
+    def _target_logits(self, cycle: int) -> torch.Tensor:
+        """Member logits `[N, C, K]` of the rows targets are chosen from: the pool scored by the loop's estimator,
+        or with `target_source="crossfit"` every labelled row scored by fold members that never trained on it."""
+        if self.args.target_source != "crossfit":
+            return self.predict_member_logits(self.pool_dataset)
+        set_seed(self._stage_seed(cycle, "crossfit"))
+        args = self.args
+
+        def make_fold_estimator(seed: int) -> UncertaintyEstimator:
+            return make_estimator(args.uncertainty_method, args.ensemble_size, seed)
+
+        return crossfit_member_logits(self, make_fold_estimator, args.crossfit_folds, seed=args.seed)
+
+    @contextmanager
+    def restrict_real_rows(self, rows: Sequence[int]) -> Iterator[None]:
+        """Inside the block, `train_dataset` (what `train_member` trains on) holds only the real training rows
+        `rows` and every accepted synthetic row; it is restored on exit. Cross-fitting's hook.
+
+        Real rows come first in `train_dataset` (see `merge_model_inputs`), so this is a `select`, not a re-encoding.
+        """
+        full, num_real = self.train_dataset, len(self._real_train_inputs)
+        self.train_dataset = full.select([*rows, *range(num_real, len(full))])
+        try:
+            yield
+        finally:
+            self.train_dataset = full
+
+    def _check_target_source(self) -> None:
+        """Fails before any training when `target_source` does not fit the datasets the trainer was given."""
+        source, own_pool = self.args.target_source, self.pool_dataset is self.real_train_dataset
+        if not self.args.synthesizes or source == "train":
+            return
+        if source == "pool" and own_pool:
+            raise ValueError(
+                "`target_source='pool'` targets an unlabelled pool: pass `pool_dataset=` (real rows outside "
+                "train_dataset; their labels are never read), or use target_source='train' or 'crossfit'."
+            )
+        if source == "crossfit" and not own_pool:
+            raise ValueError(
+                "`target_source='crossfit'` targets the labelled training rows, so `pool_dataset` would go unused: "
+                "drop it, or use target_source='pool' to target the pool."
+            )
+        if source == "crossfit":  # raises, naming the fix, when the folds do not fit the labelled rows
+            fold_assignment(self.real_train_dataset[self.args.label_column], self.args.crossfit_folds, self.args.seed)
 
     def _choose_targets(self, pool_logits: torch.Tensor, cycle: int) -> list[SynthesisTarget]:
-        """The most uncertain real examples of each class (random ones for `target_strategy="random"`)."""
+        """The most uncertain real examples of each class (random ones for `target_strategy="random"`), among the
+        rows `target_source` names (see `targeting.choose_targets`)."""
         settings = TargetingSettings.from_config(self.args, self.num_labels)
         return choose_targets(pool_logits, self.pool_dataset, settings, seed=self._stage_seed(cycle, "select"))
 
@@ -99,7 +149,7 @@ class CycleStagesMixin(_TrainerBase):
 
         Every request carries the targets' examples as seed examples (random ones for random targets), so prompts
         and img2img anchoring are built the same way for every method; the estimator goes along, for gradient
-        guidance, only when `guidance` is on.
+        guidance, only when `guidance` is on (with `judge_members`, a view of its GUIDE members only).
         """
 
         def request_for(local_targets: list[SynthesisTarget]) -> GenerationRequest:
@@ -112,7 +162,7 @@ class CycleStagesMixin(_TrainerBase):
                 label_column=self.args.label_column,
                 label_names=label_names(self.real_train_dataset, self.args.label_column, self.num_labels),
                 seed_examples=seed_examples(targets),
-                estimator=self.estimator if self.args.guidance else None,
+                estimator=self._member_view("guide") if self.args.guidance else None,
             )
 
         candidates = generate_sharded(self.accelerator, self.generator, targets, request_for)
@@ -122,18 +172,29 @@ class CycleStagesMixin(_TrainerBase):
     def _candidate_settings(self) -> CandidateSettings:
         return CandidateSettings.from_config(self.args, self.num_labels)
 
+    def _member_view(self, side: Literal["guide", "judge"]) -> UncertaintyEstimator:
+        """The estimator, or with `judge_members` the view of its GUIDE or JUDGE members (see `split_members`)."""
+        if not self.args.judge_members:
+            return self.estimator
+        guide, judge = split_members(self.estimator.num_members, self.args.judge_members)
+        return MemberSubset(self.estimator, guide if side == "guide" else judge)
+
     def _filter_and_select(
         self, candidates: Dataset, targets: list[SynthesisTarget], cycle: int
     ) -> tuple[Dataset, dict[str, int]]:
-        """Scores candidates (every process its share), then filters and selects on the main process only and
-        broadcasts the accepted samples and the per-filter counts."""
+        """Scores candidates (every process its share; with `judge_members`, by the JUDGE members only, so the
+        score columns, the label filters and selection never see the members that guided), then filters and selects
+        on the main process only and broadcasts the accepted samples and the per-filter counts."""
         settings, seed = self._candidate_settings(), self._stage_seed(cycle, "select")
-        scored = score_candidates(candidates, self.predict_member_logits(candidates), targets, settings, seed)
+        logits = self.predict_member_logits(candidates, self._member_view("judge"))
+        scored = score_candidates(candidates, logits, targets, settings, seed)
         payload = None
         if self.is_world_process_zero():
             context = settings.filter_context(self.real_train_dataset, self.synthetic_dataset)
             quotas, strategy = target_quotas(targets), settings.selection_strategy
-            payload = filter_and_select(scored, self.filters, context, quotas, strategy, seed)
+            payload = filter_and_select(
+                scored, self.filters, context, quotas, strategy, seed, band=settings.selection_band
+            )
         accepted, counts = broadcast_from_main(self.accelerator, payload)
         if len(accepted) == 0:
             raise ValueError(
@@ -206,8 +267,8 @@ class CycleStagesMixin(_TrainerBase):
             return store.load_pool_logits(last)
         if not self.args.synthesizes:
             return torch.empty(0)
-        # A run pulled from the Hub has no pool scores: score the pool with the refitted estimator.
-        return self.predict_member_logits(self.pool_dataset)
+        # A run pulled from the Hub has no pool scores: score the pool with the refitted estimator (or cross-fit).
+        return self._target_logits(last)
 
     def _hand_back_best_cycle(self, store: CycleStore, history: ActiveSynthesisHistory) -> None:
         """Records the best validation cycle and the cycles that lowered validation, and (with

@@ -1,18 +1,25 @@
 """Choosing a cycle's synthesis targets: score the real pool, split the budget into quotas, build the targets.
 
-Pure functions of the pool's member logits, its labels and the loop's settings: no trainer needed.
+Pure functions of the pool's member logits, its labels and the loop's settings: no trainer needed. Where the pool
+comes from (`target_source`) is the trainer's business: the labelled training rows scored by the loop's estimator
+(`"train"`), the same rows scored by members that never trained on them (`"crossfit"`, see `crossfit.py`, whose
+seeded folds come from [`fold_assignment`]), or an unlabelled pool whose targets carry confidence-gated ensemble
+pseudo-labels (`"pool"`, [`pseudo_labels`]). The budget goes to classes equally or by their uncertainty
+([`class_quotas`]).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import torch
 from datasets import Dataset
 
-from .acquisition import score, select_per_class
+from .acquisition import mean_probabilities, score, select_per_class
 from .generators.base import SynthesisTarget
 
 if TYPE_CHECKING:
@@ -20,6 +27,10 @@ if TYPE_CHECKING:
 
 TARGET_STRATEGIES = ("uncertain", "random")
 """Values of `target_strategy`: the most uncertain real examples of each class, or seeded random ones."""
+TARGET_SOURCES = ("train", "crossfit", "pool")
+"""Values of `target_source`: where targets come from and how they are scored (see the module docstring)."""
+CLASS_BUDGETS = ("equal", "uncertainty")
+"""Values of `class_budget`: the cycle's budget split equally over classes, or by each class's mean uncertainty."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +45,15 @@ class TargetingSettings:
         acquisition_function (`str`): The uncertainty score (a name of `acquisition.ACQUISITION_FUNCTIONS`).
         target_strategy (`str`, defaults to `"uncertain"`): `"uncertain"`: the highest acquisition scores of each
             class; `"random"`: seeded random examples of each class (the random baselines).
+        target_source (`str`, defaults to `"train"`): With `"pool"` the pool's label column is never read: a row's
+            class is its ensemble pseudo-label ([`pseudo_labels`]); otherwise it is the row's label.
+        pseudo_label_min_confidence (`float`, defaults to 0.5): With `target_source="pool"`, rows whose
+            ensemble-mean probability of their pseudo-label is below this are never targets.
+        class_budget (`str`, defaults to `"equal"`): `"equal"`: the budget is split evenly over all targets;
+            `"uncertainty"`: first over classes by their mean acquisition score ([`class_quotas`]), then within each
+            class over its targets.
+        class_budget_floor (`float`, defaults to 0.5): With `class_budget="uncertainty"`, the share of the equal
+            per-class quota every class keeps.
     """
 
     input_column: str
@@ -43,6 +63,10 @@ class TargetingSettings:
     budget: int
     acquisition_function: str
     target_strategy: str = "uncertain"
+    target_source: str = "train"
+    pseudo_label_min_confidence: float = 0.5
+    class_budget: str = "equal"
+    class_budget_floor: float = 0.5
 
     @classmethod
     def from_config(cls, args: ActiveSynthesisConfig, num_labels: int) -> TargetingSettings:
@@ -54,6 +78,10 @@ class TargetingSettings:
             budget=args.synthetic_samples_per_cycle,
             acquisition_function=args.acquisition_function,
             target_strategy=args.target_strategy,
+            target_source=args.target_source,
+            pseudo_label_min_confidence=args.pseudo_label_min_confidence,
+            class_budget=args.class_budget,
+            class_budget_floor=args.class_budget_floor,
         )
 
 
@@ -96,6 +124,113 @@ def allocate_quotas(budget: int, num_targets: int) -> list[int]:
     return [budget // num_targets + (1 if i < budget % num_targets else 0) for i in range(num_targets)]
 
 
+def fold_assignment(labels: Sequence[int], num_folds: int, seed: int) -> list[int]:
+    """The cross-fitting fold (`0 .. num_folds - 1`) of every labelled row, stratified by class and seeded.
+
+    Each class's rows, in a seeded random order, are dealt to the folds in turn, carrying on where the previous
+    class stopped: folds differ in size by at most one and hold every class as evenly as it divides. The same
+    labels and seed always give the same folds.
+
+    Args:
+        labels (`Sequence[int]`): The rows' class ids.
+        num_folds (`int`): Number of folds, k (at least 2, at most the number of rows).
+        seed (`int`): Seed of the row order.
+
+    Raises:
+        `ValueError`: `num_folds` is below 2 or above the number of rows.
+    """
+    if not 2 <= num_folds <= len(labels):
+        raise ValueError(
+            f"Cross-fitting needs 2 <= crossfit_folds <= the number of labelled rows ({len(labels)}), got "
+            f"{num_folds}. Lower `crossfit_folds`."
+        )
+    generator = torch.Generator().manual_seed(seed)
+    folds = [0] * len(labels)
+    dealt = 0
+    for label in sorted(set(labels)):
+        rows = [i for i, y in enumerate(labels) if y == label]
+        for position in torch.randperm(len(rows), generator=generator).tolist():
+            folds[rows[position]] = dealt % num_folds
+            dealt += 1
+    return folds
+
+
+def pseudo_labels(logits: torch.Tensor, min_confidence: float) -> torch.Tensor:
+    """Ensemble pseudo-labels `[N]` of unlabelled rows: the argmax of the ensemble-mean probabilities, or -1 where
+    that probability is below `min_confidence` (the row is never a target).
+
+    The gate keeps targets uncertain yet not hopeless: a row the ensemble cannot place in any class would give the
+    generator an anchor of unknown class.
+
+    Args:
+        logits (`torch.Tensor`): Member logits `[N, C, K]`.
+        min_confidence (`float`): Least ensemble-mean probability of the pseudo-label, in `[0, 1]`.
+    """
+    confidence, labels = mean_probabilities(logits).max(dim=1)
+    return torch.where(confidence >= min_confidence, labels, torch.full_like(labels, -1))
+
+
+def class_quotas(budget: int, class_scores: Mapping[int, float], floor: float) -> dict[int, int]:
+    """Splits `budget` samples over classes by their uncertainty, each keeping `floor` of the equal quota.
+
+    Class `c` gets the share `floor·B/C + (1 - floor)·B·s_c / Σ s` of the budget `B` (`C` classes, `s_c` its
+    score), rounded by largest remainder (ties to the lower class id): the quotas sum to `budget` exactly and every
+    class gets at least `⌊floor·B/C⌋`. `floor=1` is the equal split, `floor=0` a purely proportional one; scores
+    that are all zero give the equal split. Computed in exact fractions, so rounding never loses a sample.
+
+    Args:
+        budget (`int`): Samples to split.
+        class_scores (`Mapping[int, float]`): Class id -> its (non-negative) uncertainty, for the classes that have
+            targets; the others get nothing.
+        floor (`float`): Share of the equal per-class quota every class keeps, in `[0, 1]`.
+    """
+    if not class_scores:
+        return {}
+    classes = sorted(class_scores)
+    weights = {c: Fraction(max(float(class_scores[c]), 0.0)) for c in classes}
+    if sum(weights.values()) == 0:
+        weights = dict.fromkeys(classes, Fraction(1))
+    total = sum(weights.values())
+    base = Fraction(floor) * budget / len(classes)
+    spread = budget - base * len(classes)
+    shares = {c: base + spread * weights[c] / total for c in classes}
+    quotas = {c: math.floor(shares[c]) for c in classes}
+    leftover = budget - sum(quotas.values())
+    for c in sorted(classes, key=lambda c: (quotas[c] - shares[c], c))[:leftover]:
+        quotas[c] += 1
+    return quotas
+
+
+def target_labels(pool_logits: torch.Tensor, pool: Dataset, settings: TargetingSettings) -> torch.Tensor:
+    """The class each pool row is a target of: its label, or with `target_source="pool"` its confidence-gated
+    pseudo-label (-1: never a target), without reading the pool's label column."""
+    if settings.target_source == "pool":
+        return pseudo_labels(pool_logits, settings.pseudo_label_min_confidence)
+    return torch.tensor(pool[settings.label_column])
+
+
+def _quotas_by_class_uncertainty(
+    pool_logits: torch.Tensor,
+    labels: torch.Tensor,
+    per_class: Mapping[int, Sequence[int]],
+    ranked: Sequence[int],
+    settings: TargetingSettings,
+) -> list[int]:
+    """`class_budget="uncertainty"`: each class's quota from the mean acquisition score of its candidate rows (every
+    row of that class, or pseudo-label, whatever `target_strategy`, so the random baselines get the same class
+    budget), split over its targets most uncertain first; returned in `ranked` order."""
+    uncertainty = score(pool_logits, settings.acquisition_function)
+    class_scores = {c: float(uncertainty[labels == c].mean()) for c, rows in per_class.items() if rows}
+    budgets = class_quotas(settings.budget, class_scores, settings.class_budget_floor)
+    quota_of = {
+        row: quota
+        for c, rows in per_class.items()
+        if rows
+        for row, quota in zip(rows, allocate_quotas(budgets[c], len(rows)))
+    }
+    return [quota_of[row] for row in ranked]
+
+
 def choose_targets(
     pool_logits: torch.Tensor, pool: Dataset, settings: TargetingSettings, seed: int
 ) -> list[SynthesisTarget]:
@@ -104,21 +239,28 @@ def choose_targets(
 
     Args:
         pool_logits (`torch.Tensor`): Member logits `[N, C, K]` of `pool`.
-        pool (`datasets.Dataset`): The scored real examples (raw rows with the input and label columns).
-        settings ([`TargetingSettings`]): Columns, budget and scoring.
+        pool (`datasets.Dataset`): The scored real examples (raw rows with the input column, and the label column
+            unless `target_source="pool"`, which never reads it).
+        settings ([`TargetingSettings`]): Columns, budget, scoring, label source and class budget.
         seed (`int`): Seed of the random scores (the cycle's selection seed).
 
     Returns:
-        `list[SynthesisTarget]`: Targets with a quota > 0; `target_id` is the position in the interleaved order.
+        `list[SynthesisTarget]`: Targets with a quota > 0, in the interleaved order; `target_id` is the position in
+        that list.
     """
-    labels = torch.tensor(pool[settings.label_column])
+    labels = target_labels(pool_logits, pool, settings)
     scores = score_pool(
         pool_logits, settings.acquisition_function, target_strategy=settings.target_strategy, seed=seed
     )
     per_class = select_per_class(scores, labels, settings.targets_per_class, settings.num_labels)
     ranked = interleave_by_rank(per_class, settings.targets_per_class, settings.num_labels)
-    quotas = allocate_quotas(settings.budget, len(ranked))
-    inputs = pool.select(ranked)[settings.input_column]
+    if settings.class_budget == "uncertainty":
+        quotas = _quotas_by_class_uncertainty(pool_logits, labels, per_class, ranked, settings)
+    else:
+        quotas = allocate_quotas(settings.budget, len(ranked))
+    # Targets without a share of the budget are dropped; the others are numbered without gaps.
+    kept = [(example_id, quota) for example_id, quota in zip(ranked, quotas) if quota > 0]
+    inputs = pool.select([example_id for example_id, _ in kept])[settings.input_column]
     return [
         SynthesisTarget(
             target_id=i,
@@ -128,8 +270,7 @@ def choose_targets(
             score=float(scores[example_id]),
             num_samples=quota,
         )
-        for i, (example_id, quota) in enumerate(zip(ranked, quotas))
-        if quota > 0
+        for i, (example_id, quota) in enumerate(kept)
     ]
 
 

@@ -219,15 +219,20 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
             self.current_model(), self.sample_model_inputs(2), self.num_labels, self.args.device
         )
 
-    def train_member(self, model: nn.Module, *, seed: int, name: str) -> nn.Module:
+    def train_member(
+        self, model: nn.Module, *, seed: int, name: str, training_args: ActiveSynthesisConfig | None = None
+    ) -> nn.Module:
         """Trains an ensemble member (or the active peft adapter) on the current real ∪ synthetic data.
 
-        Uses `args.member_args(seed, ...)`: the same Accelerate set-up, the member's seed and epochs, and no
-        checkpoints, evaluation, logging to trackers or Hub pushes.
+        Uses `training_args`, by default `args.member_args(seed, ...)`: the same Accelerate set-up, the member's seed
+        and epochs, and no checkpoints, evaluation, logging to trackers or Hub pushes (cross-fitting passes its own,
+        `crossfit.fold_model_args`). Trains on `train_dataset`, which `restrict_real_rows` can narrow.
         """
+        if training_args is None:
+            training_args = self.args.member_args(seed, output_dir=str(Path(self.args.output_dir) / "members" / name))
         member_trainer = _MemberTrainer(
             model=model,
-            args=self.args.member_args(seed, output_dir=str(Path(self.args.output_dir) / "members" / name)),
+            args=training_args,
             train_dataset=self.train_dataset,
             data_collator=self.data_collator,
             synthetic_loss_weight=self.synthetic_loss_weight,
@@ -306,6 +311,7 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
     def _check_ready_for_cycles(self) -> None:
         check_process_group(self.accelerator)
         self.check_model_returns_logits()
+        self._check_target_source()
         if self.args.synthesizes:
             check_generator(self.generator)
 

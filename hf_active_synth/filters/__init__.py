@@ -5,13 +5,14 @@ near-copies of real sentences) and `filters.image` (near-duplicates, privacy nea
 """
 
 from .base import Filter, FilterContext, real_data_filter_names
-from .generic import ExactDuplicateFilter, LabelAgreementFilter
+from .generic import ExactDuplicateFilter, LabelAgreementFilter, LabelProbabilityFloorFilter
 
 __all__ = [
     "ExactDuplicateFilter",
     "Filter",
     "FilterContext",
     "LabelAgreementFilter",
+    "LabelProbabilityFloorFilter",
     "builtin_real_data_filter_names",
     "real_data_filter_names",
 ]
@@ -26,6 +27,7 @@ def builtin_real_data_filter_names() -> frozenset[str]:
 
     builtin = (
         LabelAgreementFilter,
+        LabelProbabilityFloorFilter,
         ExactDuplicateFilter,
         text.LengthFilter,
         text.NearDuplicateFilter,

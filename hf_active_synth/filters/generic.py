@@ -19,6 +19,7 @@ __all__ = [
     "PREDICTED_PROBABILITY_COLUMN",
     "ExactDuplicateFilter",
     "LabelAgreementFilter",
+    "LabelProbabilityFloorFilter",
     "content_fingerprint",
 ]
 
@@ -50,6 +51,36 @@ class LabelAgreementFilter:
         confidently_other = (predicted != labels) & (predicted_probability > self.max_other_probability)
         keep = ~confidently_other & (label_probability >= self.min_label_probability)
         return candidates.select(np.flatnonzero(keep))
+
+
+class LabelProbabilityFloorFilter:
+    """Drops candidates whose intended label gets less judged probability than a floor.
+
+    It reads `synth_label_probability`, the ensemble-mean probability of the intended label (from the JUDGE members
+    when `judge_members` is set, so the members that guided generation have no say). Unlike
+    `LabelAgreementFilter`, which needs another class to be confidently predicted, it also fires on the uncertain,
+    off-label samples that guidance towards disagreement produces; its rejections are counted under its own name.
+
+    Args:
+        min_probability (`float`): The floor, a probability in `[0, 1]` (e.g. 0.5; 1/num_labels is chance).
+    """
+
+    name = "label_probability_floor"
+    checks_real_data = False
+
+    def __init__(self, min_probability: float):
+        if not 0.0 <= min_probability <= 1.0:
+            raise ValueError(f"`min_probability` is a probability: pass a value in [0, 1], got {min_probability}.")
+        self.min_probability = min_probability
+
+    def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
+        if LABEL_PROBABILITY_COLUMN not in candidates.column_names:
+            raise ValueError(
+                f"{type(self).__name__} reads {LABEL_PROBABILITY_COLUMN!r}: score the candidates first "
+                "(`candidates.score_candidates`)."
+            )
+        label_probability = np.asarray(candidates[LABEL_PROBABILITY_COLUMN], dtype=np.float64)
+        return candidates.select(np.flatnonzero(label_probability >= self.min_probability))
 
 
 def content_fingerprint(value: Any) -> str:

@@ -10,6 +10,7 @@ real digit is at RMS distance 0.042 at the least, 0.073 at the 1st percentile an
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -165,16 +166,28 @@ class RealismFilter:
     this batch of candidates; each candidate's `synth_realism` is its cross-fitted probability of being real
     (`n_splits`-fold, so no candidate is scored by a model that saw it). About 0.5 means indistinguishable from
     real data, near 0 obviously synthetic. Classes are balanced by weight. With a single candidate there is nothing
-    to cross-fit: its realism is NaN and `min_realism` does not drop it.
+    to cross-fit: its realism is NaN and no threshold drops it.
+
+    A fixed `min_realism` means different things for different batches (the discriminator is refitted on each), so
+    the threshold can instead be calibrated on held-out real images at every call: with `calibration_quantile=q`
+    it is the q-quantile of the realism the same discriminators give real images they never saw, either
+    `calibration_images` (scored by every fold's discriminator) or, by default, the real training images
+    themselves (each scored by the fold that held it out). `q=0.05` rejects what looks less real than 95% of real
+    images do. The threshold of the last call is kept in `threshold_`.
 
     Args:
-        min_realism (`float`, *optional*): Drop candidates scoring below this; `None` (default) only records scores.
+        min_realism (`float`, *optional*): Drop candidates scoring below this; `None` (default) only records scores
+            (unless `calibration_quantile` is set).
         max_side (`int`, defaults to 32): Images are compared at their candidates' size, shrunk so that no side
             exceeds this.
         n_splits (`int`, defaults to 5): Cross-fitting folds.
         regularization (`float`, defaults to 0.01): Inverse regularization strength `C` of the logistic
             regression. Strong regularization keeps the discriminator from memorising individual candidates.
         seed (`int`, defaults to 0): Seeds the fold assignment.
+        calibration_quantile (`float`, *optional*): Calibrate the threshold as this quantile (in `(0, 1)`) of
+            held-out real images' realism; exclusive with `min_realism`.
+        calibration_images (`Sequence`, *optional*): Held-out real images (e.g. the validation images, never the
+            test images) to calibrate on; defaults to the cross-fitted real training images.
     """
 
     name = "realism"
@@ -188,15 +201,39 @@ class RealismFilter:
         n_splits: int = 5,
         regularization: float = 0.01,
         seed: int = 0,
+        *,
+        calibration_quantile: float | None = None,
+        calibration_images: Sequence[Any] | None = None,
     ):
         self.min_realism = min_realism
         self.max_side = max_side
         self.n_splits = n_splits
         self.regularization = regularization
         self.seed = seed
+        self.calibration_quantile = calibration_quantile
+        self.calibration_images = calibration_images
+
+    @classmethod
+    def calibrated(
+        cls, quantile: float = 0.05, calibration_images: Sequence[Any] | None = None, **kwargs: Any
+    ) -> RealismFilter:
+        """A filter rejecting candidates that look less real than the `quantile` of held-out real images.
+
+        Args:
+            quantile (`float`, defaults to 0.05): The share of held-out real images that would be rejected.
+            calibration_images (`Sequence`, *optional*): Held-out real images (e.g. validation images); defaults to
+                the cross-fitted real training images.
+            kwargs: The other constructor arguments (`max_side`, `n_splits`, `regularization`, `seed`).
+        """
+        return cls(calibration_quantile=quantile, calibration_images=calibration_images, **kwargs)
 
     def realism_scores(self, candidates: Dataset, context: FilterContext) -> np.ndarray:
         """Cross-fitted discriminator probability that each candidate is real, shape `[len(candidates)]`."""
+        return self._cross_fit(candidates, context)[0]
+
+    def _cross_fit(self, candidates: Dataset, context: FilterContext) -> tuple[np.ndarray, np.ndarray]:
+        """`(candidate realism, held-out real realism)`: the latter for the calibration images (every fold's
+        scores, pooled) or else for each real training image from the fold that held it out."""
         from sklearn.linear_model import LogisticRegression
         from sklearn.model_selection import StratifiedKFold
         from sklearn.pipeline import make_pipeline
@@ -210,14 +247,17 @@ class RealismFilter:
                 f"{len(real_images)}."
             )
         if len(images) < 2:  # nothing to cross-fit against: realism unknown
-            return np.full(len(images), np.nan)
+            return np.full(len(images), np.nan), np.full(0, np.nan)
         channels, (height, width) = _geometry(images)
         shrink = min(1.0, self.max_side / max(height, width))
         size = (max(1, round(height * shrink)), max(1, round(width * shrink)))
         features = torch.cat([image_matrix(real_images, channels, size), image_matrix(images, channels, size)])
         features = features.numpy().astype(np.float64)
+        held_out = None
+        if self.calibration_images is not None:
+            held_out = image_matrix(list(self.calibration_images), channels, size).numpy().astype(np.float64)
         is_real = np.r_[np.ones(len(real_images), dtype=int), np.zeros(len(images), dtype=int)]
-        scores = np.empty(len(images))
+        scores, real_scores, pooled = np.empty(len(images)), np.empty(len(real_images)), []
         n_splits = min(self.n_splits, len(images), len(real_images))
         folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=self.seed)
         for train_rows, test_rows in folds.split(features, is_real):
@@ -229,15 +269,32 @@ class RealismFilter:
             synthetic_rows = test_rows[is_real[test_rows] == 0]
             if len(synthetic_rows):
                 scores[synthetic_rows - len(real_images)] = model.predict_proba(features[synthetic_rows])[:, 1]
-        return scores
+            real_rows = test_rows[is_real[test_rows] == 1]
+            if held_out is None and len(real_rows):
+                real_scores[real_rows] = model.predict_proba(features[real_rows])[:, 1]
+            elif held_out is not None and len(held_out):
+                pooled.append(model.predict_proba(held_out)[:, 1])
+        return scores, (real_scores if held_out is None else np.concatenate(pooled or [np.empty(0)]))
 
-    def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
+    def _check_options(self) -> None:
         if self.min_realism is not None and not 0.0 <= self.min_realism <= 1.0:
             raise ValueError(f"min_realism is a probability: pass a value in [0, 1] or None, got {self.min_realism}.")
+        if self.calibration_quantile is not None:
+            if not 0.0 < self.calibration_quantile < 1.0:
+                raise ValueError(f"calibration_quantile must be in (0, 1), got {self.calibration_quantile}.")
+            if self.min_realism is not None:
+                raise ValueError("Pass min_realism (a fixed threshold) or calibration_quantile, not both.")
+
+    def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
+        self._check_options()
+        self.threshold_ = self.min_realism
         if len(candidates) == 0:
             return _with_column(candidates, REALISM_COLUMN, [])
-        scores = self.realism_scores(candidates, context)
+        scores, real_scores = self._cross_fit(candidates, context)
         candidates = _with_column(candidates, REALISM_COLUMN, scores.tolist())
-        if self.min_realism is None:
+        if self.calibration_quantile is not None:
+            finite = real_scores[np.isfinite(real_scores)]
+            self.threshold_ = float(np.quantile(finite, self.calibration_quantile)) if len(finite) else None
+        if self.threshold_ is None:
             return candidates
-        return candidates.select(np.flatnonzero(~(scores < self.min_realism)))  # NaN (unknown) is kept
+        return candidates.select(np.flatnonzero(~(scores < self.threshold_)))  # NaN (unknown) is kept

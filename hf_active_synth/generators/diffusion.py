@@ -38,7 +38,13 @@ from ..columns import (  # noqa: F401  (the column names stay importable from he
 )
 from ..image_utils import pil_to_tensor, tensor_to_pil
 from .base import GenerationRequest, SynthesisTarget
-from .diffusion_guidance import EnsembleGuidanceCallback, ImagesToModelInputs, resolve_acquisition
+from .diffusion_guidance import (
+    EnsembleGuidanceCallback,
+    GuidanceNormalization,
+    ImagesToModelInputs,
+    check_label_safety,
+    resolve_acquisition,
+)
 from .diffusion_pipeline import ClassConditionalImagePipeline
 
 
@@ -81,9 +87,14 @@ class DiffusionGenerator:
             `EnsembleGuidanceCallback`). Stable Diffusion's classifier-free guidance scale goes in
             `pipeline_kwargs={"guidance_scale": ...}`.
         label_scale (`float`, defaults to 0.1): Weight of the `log p̄(y=c|x̂0)` gradient that keeps the label.
+        label_floor (`float`, *optional*): Label-safe guidance: the disagreement step only acts on a sample while
+            the estimator's `p̄(y=c|x̂0)` is at least this; `None` (default) always.
+        guidance_normalization (`str`, defaults to `"separate"`): `"separate"` RMS-normalizes each gradient term,
+            `"joint"` their weighted sum (see `EnsembleGuidanceCallback`).
         acquisition (`str` or `Callable`, defaults to `"variance"`): The disagreement measure guided on.
         guidance_start (`float`, defaults to 0.0): First guided fraction of the schedule.
-        guidance_end (`float`, defaults to 1.0): Guidance stops from this fraction of the schedule on.
+        guidance_end (`float`, defaults to 1.0): Guidance stops from this fraction of the schedule on: the guidance
+            window (0.5 guides the first half of the denoising steps only, the early steps that set the layout).
         guidance_decay (`float`, defaults to 1.0): Exponent of the `(1 - i/N)` step-size decay.
         normalize_gradient (`bool`, defaults to `True`): RMS-normalize each gradient per sample.
         backprop_through_denoiser (`bool`, defaults to `False`): Also differentiate `x̂0` through the denoiser
@@ -114,6 +125,8 @@ class DiffusionGenerator:
         strength: float | None = None,
         guidance_scale: float = 0.2,
         label_scale: float = 0.1,
+        label_floor: float | None = None,
+        guidance_normalization: GuidanceNormalization = "separate",
         acquisition: str | AcquisitionFunction = "variance",
         guidance_start: float = 0.0,
         guidance_end: float = 1.0,
@@ -139,6 +152,8 @@ class DiffusionGenerator:
         self.guidance_decay = guidance_decay
         self.normalize_gradient = normalize_gradient
         self.backprop_through_denoiser = backprop_through_denoiser
+        self.label_floor = label_floor
+        self.guidance_normalization = guidance_normalization
         self.num_inference_steps = num_inference_steps
         self.batch_size = batch_size
         self.pipeline_kwargs = pipeline_kwargs
@@ -162,6 +177,7 @@ class DiffusionGenerator:
         if self.guidance_scale < 0 or self.label_scale < 0:
             raise ValueError("`guidance_scale` and `label_scale` must be >= 0 (0 disables that term).")
         resolve_acquisition(self.acquisition)
+        check_label_safety(self.label_floor, self.guidance_normalization, self.normalize_gradient)
         if not self.is_class_conditional and not hasattr(self.pipeline, "encode_prompt"):
             raise TypeError(
                 f"{type(self.pipeline).__name__} is not supported: use ClassConditionalImagePipeline or a Stable "
@@ -238,6 +254,8 @@ class DiffusionGenerator:
                 guidance_decay=self.guidance_decay,
                 normalize_gradient=self.normalize_gradient,
                 backprop_through_denoiser=self.backprop_through_denoiser,
+                label_floor=self.label_floor,
+                guidance_normalization=self.guidance_normalization,
             )
         if from_image:
             channels, size = self._image_geometry(pipeline)

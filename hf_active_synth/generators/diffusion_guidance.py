@@ -28,6 +28,7 @@ ImagesToModelInputs = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 """Differentiable map from images in `[0, 1]` shaped `[B, C, H, W]` to the classifier's keyword inputs."""
 
 Conditioning = Literal["class_labels", "prompt_embeds"]
+GuidanceNormalization = Literal["separate", "joint"]
 
 
 def resolve_acquisition(acquisition: str | AcquisitionFunction) -> AcquisitionFunction:
@@ -62,10 +63,29 @@ def predict_original_sample(
     raise ValueError(f"Unsupported prediction_type {prediction_type!r}: use epsilon, v_prediction or sample.")
 
 
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """`[B]` values shaped to broadcast over a `[B, ...]` tensor."""
+    return values.to(like).view(-1, *([1] * (like.ndim - 1)))
+
+
 def _rms_normalize(gradient: torch.Tensor) -> torch.Tensor:
     # Per-sample unit root-mean-square, so a scale reads as "fraction of the current noise level per step".
     rms = gradient.flatten(1).pow(2).mean(dim=1).sqrt().clamp_min(1e-12)
     return gradient / rms.view(-1, *([1] * (gradient.ndim - 1)))
+
+
+def check_label_safety(
+    label_floor: float | None, guidance_normalization: str, normalize_gradient: bool = True
+) -> None:
+    """Validates the label-safe guidance options (see [`EnsembleGuidanceCallback`]); raises `ValueError`."""
+    if label_floor is not None and not 0.0 < label_floor < 1.0:
+        raise ValueError(f"`label_floor` is a probability in (0, 1) or None (off), got {label_floor}.")
+    if guidance_normalization not in ("separate", "joint"):
+        raise ValueError(f"`guidance_normalization` must be 'separate' or 'joint', got {guidance_normalization!r}.")
+    if guidance_normalization == "joint" and not normalize_gradient:
+        raise ValueError(
+            "`guidance_normalization='joint'` RMS-normalizes the summed gradient: set normalize_gradient."
+        )
 
 
 class EnsembleGuidanceCallback(PipelineCallback):
@@ -77,6 +97,15 @@ class EnsembleGuidanceCallback(PipelineCallback):
     disagreement and of `log p̄(y=c|x̂0)` w.r.t. the latents, `w_i = (1 - i/N) ** guidance_decay` times `σ_t`
     (per-sample RMS-normalized gradients, the default) or `σ_t²` (raw gradients, classifier-guidance scaling), with
     `σ_t = sqrt(1 - ᾱ_t)` the noise level of the latents. With both scales 0 it returns the latents untouched.
+
+    Label-safe options (off by default): `label_floor` switches the disagreement term off, per sample and step,
+    whenever `p̄(y=c|x̂0)` under the estimator has fallen below the floor, so only the label term pulls the sample
+    back; `guidance_normalization="joint"` RMS-normalizes the weighted sum `guidance_scale · g_D + label_scale · g_L`
+    once (step size `guidance_scale + label_scale` per sample, the label scale alone where the floor switched
+    disagreement off) instead of each gradient separately: the split between the terms then follows their raw
+    gradients weighted by the scales, where separate normalization fixes it at the ratio of the scales (at the
+    defaults, disagreement steps twice as far as the label term whatever the gradients say).
+    To guide only the early steps (as ActGen does), set `guidance_end` below 1.
 
     Args:
         estimator (`UncertaintyEstimator`): Anything with `member_logits(inputs) -> Tensor [B, C, K]`,
@@ -98,6 +127,10 @@ class EnsembleGuidanceCallback(PipelineCallback):
             the CLIP-guided pipeline does). `False` treats the noise prediction as constant, so `∂x̂0/∂x_t =
             1/sqrt(ᾱ_t)`: about twice as fast, and on 8x8 digits it raised disagreement as much at equal label
             agreement. The VAE decoder of latent pipelines is differentiated either way.
+        label_floor (`float`, *optional*): A probability in `(0, 1)`: the disagreement step is applied to a sample
+            only while `log p̄(y=c|x̂0) >= log(label_floor)`; `None` (default) always applies it.
+        guidance_normalization (`str`, defaults to `"separate"`): `"separate"` RMS-normalizes each gradient,
+            `"joint"` their weighted sum (needs `normalize_gradient=True`).
     """
 
     ignore_for_config = ["estimator", "to_model_inputs", "class_labels", "acquisition"]
@@ -118,6 +151,8 @@ class EnsembleGuidanceCallback(PipelineCallback):
         guidance_decay: float = 1.0,
         normalize_gradient: bool = True,
         backprop_through_denoiser: bool = False,
+        label_floor: float | None = None,
+        guidance_normalization: GuidanceNormalization = "separate",
     ):
         # `PipelineCallback.__init__` only registers its CFG-cutoff options, which mean nothing here.
         if not hasattr(estimator, "member_logits"):
@@ -130,13 +165,15 @@ class EnsembleGuidanceCallback(PipelineCallback):
             raise ValueError("Need 0 <= guidance_start <= guidance_end <= 1 (fractions of the denoising schedule).")
         if guidance_decay < 0:
             raise ValueError(f"`guidance_decay` must be >= 0, got {guidance_decay}.")
+        check_label_safety(label_floor, guidance_normalization, normalize_gradient)
         resolve_acquisition(acquisition)  # fail at construction, not mid-sampling
         self.estimator = estimator
         self.to_model_inputs = to_model_inputs
         self.class_labels = torch.as_tensor(class_labels, dtype=torch.long)
         self.acquisition = acquisition
         self.trace = []
-        """Per guided step: `{"step", "disagreement", "label_log_probability"}` batch means at `x̂0`."""
+        """Per guided step: `{"step", "disagreement", "label_log_probability"}` batch means at `x̂0`, and
+        `"disagreement_off"`, the share of samples whose disagreement step `label_floor` switched off."""
 
     @property
     def tensor_inputs(self) -> list[str]:
@@ -166,17 +203,40 @@ class EnsembleGuidanceCallback(PipelineCallback):
             return callback_kwargs
         latents = callback_kwargs["latents"]
         with torch.enable_grad():
-            gradients, sigma = self._gradients(pipeline, latents, noise_timestep, callback_kwargs)
+            gradients, sigma, gate = self._gradients(pipeline, latents, noise_timestep, callback_kwargs)
+        callback_kwargs["latents"] = (latents + weight * self._step(latents, gradients, sigma, gate)).to(latents.dtype)
+        return callback_kwargs
+
+    def _step(
+        self,
+        latents: torch.Tensor,
+        gradients: tuple[torch.Tensor | None, torch.Tensor | None],
+        sigma: torch.Tensor,
+        gate: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The guidance step before the schedule weight; `gate` (`[B]`, 1 or 0) switches disagreement per sample."""
+        scales = (self.config.guidance_scale, self.config.label_scale)
+        if self.config.guidance_normalization == "joint":
+            combined, budget = torch.zeros_like(latents), torch.zeros(len(latents), device=latents.device)
+            for index, (scale, gradient) in enumerate(zip(scales, gradients)):
+                if gradient is None:
+                    continue
+                active = gate if index == 0 and gate is not None else torch.ones_like(budget)
+                combined = combined + scale * gradient * _per_sample(active, gradient)
+                budget = budget + scale * active.to(budget)
+            return sigma * _per_sample(budget, combined) * _rms_normalize(combined)
         step = torch.zeros_like(latents)
-        for scale, gradient in zip((self.config.guidance_scale, self.config.label_scale), gradients):
+        for index, (scale, gradient) in enumerate(zip(scales, gradients)):
             if gradient is None:
                 continue
             if self.config.normalize_gradient:
-                step = step + scale * sigma * _rms_normalize(gradient)
+                term = scale * sigma * _rms_normalize(gradient)
             else:
-                step = step + scale * sigma**2 * gradient
-        callback_kwargs["latents"] = (latents + weight * step).to(latents.dtype)
-        return callback_kwargs
+                term = scale * sigma**2 * gradient
+            if index == 0 and gate is not None:
+                term = term * _per_sample(gate, term)
+            step = step + term
+        return step
 
     def _denoiser_kwargs(self, pipeline: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
         if self.config.conditioning == "class_labels":
@@ -198,7 +258,9 @@ class EnsembleGuidanceCallback(PipelineCallback):
 
     def _gradients(
         self, pipeline: Any, latents: torch.Tensor, noise_timestep: int, callback_kwargs: dict[str, Any]
-    ) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], torch.Tensor]:
+    ) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], torch.Tensor, torch.Tensor | None]:
+        """`((∇ disagreement, ∇ log p̄(y=c)), σ_t, gate)`: `gate` is `None` without `label_floor`, else `[B]`
+        (1 where the sample's label probability is at or above the floor)."""
         scheduler = pipeline.scheduler
         alpha_prod = scheduler.alphas_cumprod[noise_timestep].to(device=latents.device, dtype=torch.float32)
         latents = latents.detach().requires_grad_(True)
@@ -214,11 +276,15 @@ class EnsembleGuidanceCallback(PipelineCallback):
         logits = self.estimator.member_logits(dict(self.to_model_inputs(images)))
         disagreement = resolve_acquisition(self.acquisition)(logits)
         label_term = label_log_probability(logits, self.class_labels)
+        gate = None
+        if self.config.label_floor is not None:
+            gate = (label_term.detach() >= math.log(self.config.label_floor)).float()
         self.trace.append(
             {
                 "step": noise_timestep,
                 "disagreement": disagreement.mean().item(),
                 "label_log_probability": label_term.mean().item(),
+                "disagreement_off": 0.0 if gate is None else 1.0 - gate.mean().item(),
             }
         )
         objectives = (disagreement.sum(), label_term.sum())
@@ -229,4 +295,4 @@ class EnsembleGuidanceCallback(PipelineCallback):
             retain = position < len(wanted) - 1
             (gradients[index],) = torch.autograd.grad(objectives[index], latents, retain_graph=retain)
         sigma = (1 - alpha_prod).sqrt()
-        return (gradients[0], gradients[1]), sigma
+        return (gradients[0], gradients[1]), sigma, gate

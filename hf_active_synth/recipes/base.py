@@ -150,6 +150,7 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
             generator=task.generator,
             filters=self.make_filters(script_args),
             label_oracle=task.oracle,
+            pool_dataset=task.pool if config.target_source == "pool" else None,  # its labels are never read
         )
 
     def prepare_task(

@@ -24,9 +24,10 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from ..config import ActiveSynthesisConfig
 from ..evaluation.audit import ImageOracle
-from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
+from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter, LabelProbabilityFloorFilter
 from ..filters.image import NearCopyFilter, NearDuplicateFilter, RealismFilter
 from ..generators.diffusion import DiffusionGenerator
+from ..generators.diffusion_guidance import check_label_safety
 from ..tasks.digits import (
     DIGITS_LABEL_NAMES,
     digits_to_model_inputs,
@@ -101,6 +102,38 @@ class ImageScriptArguments(RunModeArguments):
     num_inference_steps: int = field(default=25, metadata={"help": "Denoising steps per sample."})
     guidance_scale: float = field(default=0.2, metadata={"help": "Weight of the ensemble-disagreement gradient."})
     label_scale: float = field(default=0.1, metadata={"help": "Weight of the label-keeping gradient."})
+    label_floor: float | None = field(
+        default=None,
+        metadata={
+            "help": "Label-safe guidance: the disagreement gradient acts on a sample only while the guiding "
+            "members give its label at least this probability (at the predicted clean image); default: always."
+        },
+    )
+    guidance_window: float = field(
+        default=1.0,
+        metadata={"help": "Guide only the first this share of the denoising steps (e.g. 0.5); 1.0: every step."},
+    )
+    guidance_normalization: Literal["separate", "joint"] = field(
+        default="separate",
+        metadata={
+            "help": "RMS-normalise the disagreement and label gradients 'separate'ly (the scales then fix their "
+            "ratio) or their weighted sum once ('joint')."
+        },
+    )
+    min_label_probability: float | None = field(
+        default=None,
+        metadata={
+            "help": "Reject samples whose intended label gets less mean probability than this from the judging "
+            "members (a label-probability floor filter); default: no floor."
+        },
+    )
+    realism_quantile: float | None = field(
+        default=None,
+        metadata={
+            "help": "Reject samples that look less real to the realism discriminator than this quantile of held-out "
+            "real images (e.g. 0.05); default: realism is only recorded."
+        },
+    )
     max_other_probability: float = field(
         default=0.9,
         metadata={"help": "Label agreement: reject a sample the ensemble gives another class above this."},
@@ -108,6 +141,17 @@ class ImageScriptArguments(RunModeArguments):
     near_copy_threshold: float = field(
         default=0.04, metadata={"help": "Privacy: reject samples closer than this (RMS pixel distance) to a real one."}
     )
+
+    def __post_init__(self):
+        super().__post_init__()
+        # Checked here, before any training: the generator and filters would only fail at the first cycle.
+        check_label_safety(self.label_floor, self.guidance_normalization)
+        if not 0.0 < self.guidance_window <= 1.0:
+            raise ValueError(f"`--guidance_window` is a share of the steps in (0, 1], got {self.guidance_window}.")
+        for name in ("min_label_probability", "realism_quantile"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < value < 1.0:
+                raise ValueError(f"`--{name}` must be in (0, 1) or unset, got {value}.")
 
 
 @dataclass
@@ -230,6 +274,9 @@ def _make_generator(script_args, config, train: Dataset, to_model_inputs) -> Dif
         guidance_scale=script_args.guidance_scale,
         label_scale=script_args.label_scale,
         acquisition="variance",
+        guidance_end=script_args.guidance_window,
+        label_floor=script_args.label_floor,
+        guidance_normalization=script_args.guidance_normalization,
         num_inference_steps=script_args.num_inference_steps,
         name=f"diffusion:{script_args.pipeline_name_or_path or 'digits-ddpm'}",
         show_progress=not config.disable_tqdm,
@@ -237,13 +284,19 @@ def _make_generator(script_args, config, train: Dataset, to_model_inputs) -> Dif
 
 
 def make_filters(script_args: ImageScriptArguments) -> list[Filter]:
-    """Label agreement, exact and near duplicates, privacy near-copies of real images, realism."""
+    """Label agreement (and, with `--min_label_probability`, a label-probability floor), exact and near duplicates,
+    privacy near-copies of real images, realism (a threshold with `--realism_quantile`, calibrated at every cycle on
+    the real training images, each scored by a discriminator that did not see it)."""
+    label_filters: list[Filter] = [LabelAgreementFilter(max_other_probability=script_args.max_other_probability)]
+    if script_args.min_label_probability is not None:
+        label_filters.append(LabelProbabilityFloorFilter(script_args.min_label_probability))
+    quantile = script_args.realism_quantile
     return [
-        LabelAgreementFilter(max_other_probability=script_args.max_other_probability),
+        *label_filters,
         ExactDuplicateFilter(),
         NearDuplicateFilter(),
         NearCopyFilter(threshold=script_args.near_copy_threshold),
-        RealismFilter(),
+        RealismFilter() if quantile is None else RealismFilter.calibrated(quantile),
     ]
 
 

@@ -6,6 +6,7 @@ from .deep_ensemble import DeepEnsemble
 from .lora_ensemble import LoRAEnsemble, default_lora_config
 from .mc_dropout import MCDropout, dropout_sampling
 from .registry import ESTIMATORS, UncertaintyMethod, make_estimator
+from .subset import MemberSubset, split_members
 
 __all__ = [
     "ESTIMATORS",
@@ -14,10 +15,12 @@ __all__ = [
     "FitContext",
     "LoRAEnsemble",
     "MCDropout",
+    "MemberSubset",
     "ScoringArgs",
     "UncertaintyEstimator",
     "UncertaintyMethod",
     "default_lora_config",
     "dropout_sampling",
     "make_estimator",
+    "split_members",
 ]
