@@ -62,6 +62,17 @@ SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"
 SST2_DIR = SHARED_DIR / "data" / "sst2"
 
 
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One intra-op torch thread for the module's tests (restored after)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def paired_checker() -> Path:
     """The independent statistics checker `shared/tools/paired.py`; skips the test when it is absent."""

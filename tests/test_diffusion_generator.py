@@ -15,14 +15,8 @@ from hf_active_synth.generators.diffusion import DiffusionGenerator, derive_samp
 from hf_active_synth.generators.diffusion_guidance import EnsembleGuidanceCallback, label_log_probability
 from hf_active_synth.tasks.digits import digits_to_model_inputs, images_to_tensor, split_digits
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    # Tiny models on shared cores: one thread is several times faster than two contended ones.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models on shared cores: one thread is several times faster than two contended ones.
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,13 +25,8 @@ from hf_active_synth.tasks.digits import (
     train_class_conditional_ddpm,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models on shared cores: one thread is several times faster than two contended ones.
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

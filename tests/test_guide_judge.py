@@ -23,13 +23,8 @@ from hf_active_synth.stages import CycleStagesMixin
 from hf_active_synth.tasks.digits import digits_to_model_inputs, images_to_tensor, load_digits_dataset, split_digits
 from hf_active_synth.uncertainty import MemberSubset, split_members
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# Tiny models on shared cores: one thread is several times faster than two contended ones.
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,20 @@ class MislabellingGenerator(WordSwapGenerator):
         return candidates.map(plant, with_indices=True)
 
 
+def unfiltered_trainer(args, generator, **kwargs) -> ActiveSynthesisTrainer:
+    """The tiny BERT on 16 training and 16 validation rows, with no filter between generator and selection."""
+    return ActiveSynthesisTrainer(
+        model=make_bert(),
+        args=args,
+        train_dataset=make_text_dataset(16, seed=0),
+        eval_dataset=make_text_dataset(16, seed=1),
+        processing_class=make_tokenizer(),
+        generator=generator,
+        filters=[],
+        **kwargs,
+    )
+
+
 def oracle() -> TextOracle:
     data = make_text_dataset(200, seed=11)
     return TextOracle().fit(data["text"], data["label"])
@@ -39,16 +53,8 @@ def oracle() -> TextOracle:
 
 def test_the_audit_flags_planted_off_label_samples_and_goes_into_the_history(tmp_path):
     args = make_args(tmp_path, num_cycles=2, heldout_audit_members=2, selection_strategy="random")
-    trainer = ActiveSynthesisTrainer(
-        model=make_bert(),
-        args=args,
-        train_dataset=make_text_dataset(16, seed=0),
-        eval_dataset=make_text_dataset(16, seed=1),
-        processing_class=make_tokenizer(),
-        generator=MislabellingGenerator(),
-        filters=[],  # keep the planted rows (they repeat, and a label filter may catch some)
-        label_oracle=oracle(),
-    )
+    # No filters: keep the planted rows (they repeat, and a label filter may catch some).
+    trainer = unfiltered_trainer(args, MislabellingGenerator(), label_oracle=oracle())
     history = trainer.run_cycles()
     store_history = json.loads((tmp_path / "run" / "history.json").read_text())
     for cycle in history.cycles[1:]:
@@ -93,15 +99,7 @@ class AllWrongGenerator(MislabellingGenerator):
 def test_run_cycles_hands_back_the_best_validation_cycle(tmp_path):
     # Heavily weighted, mislabelled synthetic data lowers validation, so the best cycle is not the last.
     args = make_args(tmp_path, num_cycles=2, synthetic_loss_weight=3.0, synthetic_samples_per_cycle=12)
-    trainer = ActiveSynthesisTrainer(
-        model=make_bert(),
-        args=args,
-        train_dataset=make_text_dataset(16, seed=0),
-        eval_dataset=make_text_dataset(16, seed=1),
-        processing_class=make_tokenizer(),
-        generator=AllWrongGenerator(),
-        filters=[],
-    )
+    trainer = unfiltered_trainer(args, AllWrongGenerator())
     history = trainer.run_cycles()
     accuracies = [c.metric("eval_accuracy") for c in history.cycles]
     best = accuracies.index(max(accuracies))
