@@ -7,13 +7,14 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
 
 from .acquisition import ACQUISITION_FUNCTIONS
+from .targeting import CLASS_BUDGETS, TARGET_SOURCES, TARGET_STRATEGIES, ClassBudget, TargetSource, TargetStrategy
 from .uncertainty.registry import ESTIMATORS, UncertaintyMethod
 from .uncertainty.subset import split_members
 
@@ -108,7 +109,7 @@ class ActiveSynthesisConfig(TrainingArguments):
             "fool the members that produced the gradient. Targets use all members. 0: every member does both."
         },
     )
-    target_strategy: Literal["uncertain", "random"] = field(
+    target_strategy: TargetStrategy = field(
         default="uncertain",
         metadata={
             "help": "Which real examples become synthesis targets (and the generator's seed examples): 'uncertain' "
@@ -130,7 +131,7 @@ class ActiveSynthesisConfig(TrainingArguments):
             "target_strategy='random', guidance=False, selection_strategy='random'; True changes nothing."
         },
     )
-    target_source: Literal["train", "crossfit", "pool"] = field(
+    target_source: TargetSource = field(
         default="train",
         metadata={
             "help": "Where targets come from: 'train' (the labelled rows, scored by the estimator fitted on them), "
@@ -147,7 +148,7 @@ class ActiveSynthesisConfig(TrainingArguments):
             "be a target (uncertain yet not hopeless)."
         },
     )
-    class_budget: Literal["equal", "uncertainty"] = field(
+    class_budget: ClassBudget = field(
         default="equal",
         metadata={
             "help": "Split of the cycle's budget over classes: 'equal', or 'uncertainty' (by each class's mean "
@@ -292,7 +293,7 @@ class ActiveSynthesisConfig(TrainingArguments):
                 f"Unknown `acquisition_function` {self.acquisition_function!r}; choose one of "
                 f"{list(ACQUISITION_FUNCTIONS)}."
             )
-        if self.selection_strategy not in ("top", "random", "band"):
+        if self.selection_strategy not in get_args(SelectionStrategy):
             raise ValueError(f"`selection_strategy` must be 'top', 'random' or 'band': {self.selection_strategy!r}.")
         if not 0.0 <= self.selection_band_low < self.selection_band_high <= 1.0:
             raise ValueError(
@@ -329,14 +330,14 @@ class ActiveSynthesisConfig(TrainingArguments):
                 self.target_strategy, self.guidance, self.selection_strategy = "random", False, "random"
             # Translated once: later `dataclasses.replace` copies keep the new fields and do not re-apply it.
             self.targeted = None
-        if self.target_strategy not in ("uncertain", "random"):
-            raise ValueError(f"`target_strategy` must be 'uncertain' or 'random', got {self.target_strategy!r}.")
-        if self.target_source not in ("train", "crossfit", "pool"):
-            raise ValueError(f"`target_source` must be 'train', 'crossfit' or 'pool', got {self.target_source!r}.")
+        if self.target_strategy not in TARGET_STRATEGIES:
+            raise ValueError(f"`target_strategy` must be {_one_of(TARGET_STRATEGIES)}, got {self.target_strategy!r}.")
+        if self.target_source not in TARGET_SOURCES:
+            raise ValueError(f"`target_source` must be {_one_of(TARGET_SOURCES)}, got {self.target_source!r}.")
         if self.crossfit_folds < 2:
             raise ValueError(f"`crossfit_folds` must be >= 2, got {self.crossfit_folds}.")
-        if self.class_budget not in ("equal", "uncertainty"):
-            raise ValueError(f"`class_budget` must be 'equal' or 'uncertainty', got {self.class_budget!r}.")
+        if self.class_budget not in CLASS_BUDGETS:
+            raise ValueError(f"`class_budget` must be {_one_of(CLASS_BUDGETS)}, got {self.class_budget!r}.")
         for name in ("pseudo_label_min_confidence", "class_budget_floor"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}.")
@@ -386,3 +387,9 @@ class ActiveSynthesisConfig(TrainingArguments):
             yield self
         finally:
             self.hub_token = token
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    """`'a', 'b' or 'c'`: the choices of an option, for its error message."""
+    quoted = [f"'{choice}'" for choice in choices]
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import torch
 from datasets import Dataset
@@ -25,12 +25,15 @@ from .generators.base import SynthesisTarget
 if TYPE_CHECKING:
     from .config import ActiveSynthesisConfig
 
-TARGET_STRATEGIES = ("uncertain", "random")
+TargetStrategy = Literal["uncertain", "random"]
 """Values of `target_strategy`: the most uncertain real examples of each class, or seeded random ones."""
-TARGET_SOURCES = ("train", "crossfit", "pool")
+TargetSource = Literal["train", "crossfit", "pool"]
 """Values of `target_source`: where targets come from and how they are scored (see the module docstring)."""
-CLASS_BUDGETS = ("equal", "uncertainty")
+ClassBudget = Literal["equal", "uncertainty"]
 """Values of `class_budget`: the cycle's budget split equally over classes, or by each class's mean uncertainty."""
+TARGET_STRATEGIES: tuple[str, ...] = get_args(TargetStrategy)
+TARGET_SOURCES: tuple[str, ...] = get_args(TargetSource)
+CLASS_BUDGETS: tuple[str, ...] = get_args(ClassBudget)
 
 
 @dataclass(frozen=True)
@@ -62,10 +65,10 @@ class TargetingSettings:
     targets_per_class: int
     budget: int
     acquisition_function: str
-    target_strategy: str = "uncertain"
-    target_source: str = "train"
+    target_strategy: TargetStrategy = "uncertain"
+    target_source: TargetSource = "train"
     pseudo_label_min_confidence: float = 0.5
-    class_budget: str = "equal"
+    class_budget: ClassBudget = "equal"
     class_budget_floor: float = 0.5
 
     @classmethod
