@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 from accelerate import PartialState
-from datasets import ClassLabel, Dataset, load_dataset
+from datasets import ClassLabel, Dataset, concatenate_datasets, load_dataset
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from ..config import ActiveSynthesisConfig
@@ -36,6 +36,7 @@ from ..tasks.digits import (
     split_digits,
     train_class_conditional_ddpm,
 )
+from ..tasks.pseudo_labels import pseudo_label_images
 from .base import Recipe, RecipeTask, pretrained_classifier
 from .running import RunModeArguments
 
@@ -99,6 +100,18 @@ class ImageScriptArguments(RunModeArguments):
         default=None, metadata={"help": "img2img strength from the uncertain real image; default: from noise."}
     )
     ddpm_train_steps: int = field(default=600, metadata={"help": "Training steps of the digits DDPM."})
+    ddpm_training_images: Literal["labelled", "labelled_and_pool"] = field(
+        default="labelled",
+        metadata={
+            "help": "What the embedded DDPM learns from: the 'labelled' training images, or also the unlabelled "
+            "pool ('labelled_and_pool'), each pool image with its label-spreading pseudo-label when confident "
+            "enough (never validation or test images; the pool's labels are never read)."
+        },
+    )
+    ddpm_pseudo_label_confidence: float = field(
+        default=0.9,
+        metadata={"help": "labelled_and_pool: keep a pool image when its pseudo-label has at least this probability."},
+    )
     num_inference_steps: int = field(default=25, metadata={"help": "Denoising steps per sample."})
     guidance_scale: float = field(default=0.2, metadata={"help": "Weight of the ensemble-disagreement gradient."})
     label_scale: float = field(default=0.1, metadata={"help": "Weight of the label-keeping gradient."})
@@ -148,6 +161,10 @@ class ImageScriptArguments(RunModeArguments):
         check_label_safety(self.label_floor, self.guidance_normalization)
         if not 0.0 < self.guidance_window <= 1.0:
             raise ValueError(f"`--guidance_window` is a share of the steps in (0, 1], got {self.guidance_window}.")
+        if not 0.0 <= self.ddpm_pseudo_label_confidence < 1.0:
+            raise ValueError(
+                f"`--ddpm_pseudo_label_confidence` must be in [0, 1), got {self.ddpm_pseudo_label_confidence}."
+            )
         for name in ("min_label_probability", "realism_quantile"):
             value = getattr(self, name)
             if value is not None and not 0.0 < value < 1.0:
@@ -217,7 +234,7 @@ def load_task(
         preprocess = None
         to_model_inputs = _differentiable_processor(processing_class)
 
-    generator = _make_generator(script_args, config, train, to_model_inputs)
+    generator = _make_generator(script_args, config, train, pool, to_model_inputs)
     return RecipeTask(
         train,
         validation,
@@ -247,12 +264,36 @@ def _differentiable_processor(processor: Any):
     return to_model_inputs
 
 
-def _make_generator(script_args, config, train: Dataset, to_model_inputs) -> DiffusionGenerator:
+def _ddpm_training_images(script_args, config, train: Dataset, pool: Dataset) -> Dataset:
+    """The labelled images, plus the confidently pseudo-labelled pool with `labelled_and_pool`."""
+    if script_args.ddpm_training_images == "labelled":
+        return train
+    columns = [config.input_column, config.label_column]
+    pseudo = pseudo_label_images(
+        train.select_columns(columns),
+        pool.select_columns([config.input_column]),
+        image_column=config.input_column,
+        label_column=config.label_column,
+        min_confidence=script_args.ddpm_pseudo_label_confidence,
+    )
+    logger.info(
+        "DDPM training images: %d labelled + %d of %d pool images pseudo-labelled with confidence >= %.2f.",
+        len(train),
+        len(pseudo.rows),
+        pseudo.num_unlabelled,
+        script_args.ddpm_pseudo_label_confidence,
+    )
+    labelled = train.select_columns(columns)
+    return concatenate_datasets([labelled, pseudo.dataset.cast(labelled.features)])
+
+
+def _make_generator(script_args, config, train: Dataset, pool: Dataset, to_model_inputs) -> DiffusionGenerator:
     if script_args.pipeline_name_or_path is None:
+        images = _ddpm_training_images(script_args, config, train, pool)
         # Train once (main process first), then every process loads the cached pipeline.
         with PartialState().main_process_first():
             pipeline = train_class_conditional_ddpm(
-                train,
+                images,
                 Path(config.output_dir) / "ddpm",
                 image_column=config.input_column,
                 label_column=config.label_column,
