@@ -9,6 +9,7 @@ hooks, or just define both methods. A callback that writes something may also de
 
 from __future__ import annotations
 
+import logging
 import math
 import shlex
 import sys
@@ -19,10 +20,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from .filters.base import Filter, real_data_filter_names
 
 if TYPE_CHECKING:
+    from datasets import Dataset
     from torch import nn
 
     from .config import ActiveSynthesisConfig
     from .cycle import ActiveSynthesisHistory, CycleResult
+
+logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -64,8 +68,8 @@ def _numbers(prefix: str, values: Mapping[str, Any]) -> Iterator[tuple[str, floa
 def cycle_scalars(result: CycleResult) -> dict[str, float]:
     """The numbers of one cycle as TensorBoard tags: `validation/<metric>`, `synthetic/accepted` (and `total`,
     `candidates`, `targets`), `uncertainty_before/<score>` and `uncertainty_after/<score>` (on the cycle's targets),
-    `heldout_uncertainty/<score>`, `label_audit/...` (e.g. `label_audit/oracle_label_agreement`), `seconds/<stage>`
-    and `memory/peak_mb`."""
+    `heldout_uncertainty/<score>`, `label_audit/...` (e.g. `label_audit/oracle_label_agreement`), `privacy/...` (e.g.
+    `privacy/share_closer_than_heldout_p5`), `seconds/<stage>` and `memory/peak_mb`."""
     counts = {
         "accepted": result.num_accepted,
         "total": result.num_synthetic_total,
@@ -79,6 +83,7 @@ def cycle_scalars(result: CycleResult) -> dict[str, float]:
         "uncertainty_after": result.uncertainty_after,
         "heldout_uncertainty": result.heldout_uncertainty,
         "label_audit": result.label_audit,
+        "privacy": result.privacy_audit,
         "seconds": result.stage_seconds,
         "memory": {"peak_mb": result.peak_memory_mb},
     }
@@ -120,10 +125,14 @@ def default_cycle_callbacks(
     model: nn.Module,
     filters: Sequence[Filter] = (),
     preprocess: Callable[..., Any] | None = None,
+    real_dataset: Dataset | None = None,
+    heldout_dataset: Dataset | None = None,
 ) -> list[CycleCallback]:
-    """The trainer's callbacks when none are given: a [`hub.HubPublisher`] built from `args` when
-    `args.publish_cycles` or `args.push_cycles_to_hub`, and a [`TensorBoardCycleCallback`] writing to
-    `output_dir/runs/cycles` when `args.report_to` includes `"tensorboard"`.
+    """The trainer's callbacks when none are given, in this order: a [`privacy.PrivacyAuditCallback`] when
+    `args.privacy_audit` and the run synthesizes (it needs `real_dataset` and `heldout_dataset`), a
+    [`hub.HubPublisher`] built from `args` when `args.publish_cycles` or `args.push_cycles_to_hub` (after the audit,
+    so its card and publishing gate see it), and a [`TensorBoardCycleCallback`] writing to `output_dir/runs/cycles`
+    when `args.report_to` includes `"tensorboard"`.
 
     Args:
         args ([`ActiveSynthesisConfig`]): The run's settings (output directory, repositories, token, metric).
@@ -132,8 +141,24 @@ def default_cycle_callbacks(
             card's privacy section reports.
         preprocess (`Callable`, *optional*): The run's preprocessing function; when importable by its path, the
             model card's loading code uses it (models saved without a processor, such as the digits classifier).
+        real_dataset (`datasets.Dataset`, *optional*): The real training rows the privacy audit protects.
+        heldout_dataset (`datasets.Dataset`, *optional*): Real rows never trained on (the validation split), the
+            audit's reference; without it there is no audit (a warning says so).
     """
     callbacks: list[CycleCallback] = []
+    if args.privacy_audit and args.synthesizes and real_dataset is not None:
+        if heldout_dataset is None:
+            logger.warning(
+                "No privacy audit: it compares synthetic samples with held-out real rows, and the trainer has no "
+                "`eval_dataset`. Pass one, or set `privacy_audit=False` to silence this."
+            )
+        else:
+            from .privacy import PrivacyAuditCallback, near_copy_rule
+
+            audit = PrivacyAuditCallback(
+                real_dataset, heldout_dataset, args.input_column, args.label_column, near_copy_rule(filters)
+            )
+            callbacks.append(audit)
     if args.publish_cycles or args.push_cycles_to_hub:
         from .card_usage import preprocessing_path
         from .hub import HubPublisher  # the Hub stack is only imported by runs that publish

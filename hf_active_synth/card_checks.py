@@ -1,15 +1,24 @@
-"""The per-cycle checks a card reports: each filter's step, the privacy checks, and the independent label audit."""
+"""The per-cycle checks a card reports: each filter's step, the privacy checks and audit, and the independent label
+audit."""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .cycle import CycleResult
 
-__all__ = ["FilterStep", "PrivacyCheck", "filter_steps", "label_audit_cells", "privacy_checks", "share"]
+__all__ = [
+    "FilterStep",
+    "PrivacyCheck",
+    "filter_steps",
+    "label_audit_cells",
+    "privacy_audit_cells",
+    "privacy_checks",
+    "share",
+]
 
 
 def share(part: int, whole: int) -> str | None:
@@ -71,3 +80,22 @@ def label_audit_cells(result: CycleResult) -> dict[str, str] | None:
         if audit
         else None
     )
+
+
+def privacy_audit_cells(audit: Mapping[str, Any] | None) -> dict[str, str] | None:
+    """A privacy audit (`privacy.PrivacyAudit` fields) formatted for the card's table (None when not audited)."""
+    if not audit:
+        return None
+    ratio, near = audit.get("median_ratio"), audit.get("num_near_copies")
+    threshold = audit.get("near_copy_threshold")
+    return {
+        "samples": str(audit.get("num_samples", 0)),
+        "median_ratio": "—" if ratio is None else f"{ratio:.3f}",
+        "dcr_p5": f"{audit.get('dcr_p5', 0.0):.4f}",
+        "heldout_dcr_p5": f"{audit.get('heldout_dcr_p5', 0.0):.4f}",
+        "closer_share": f"{audit.get('share_closer_than_heldout_p5', 0.0):.1%}",
+        "near_copies": "not counted" if near is None else f"{near} (threshold {threshold:g})",
+        "measure": str(audit.get("measure") or "—"),
+        "near_copy_measure": str(audit.get("near_copy_measure") or "—"),
+        "num_heldout": str(audit.get("num_heldout", 0)),
+    }

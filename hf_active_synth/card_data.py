@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import DatasetCardData, ModelCardData
 
-from .card_checks import FilterStep, PrivacyCheck, filter_steps, label_audit_cells, share
+from .card_checks import FilterStep, PrivacyCheck, filter_steps, label_audit_cells, privacy_audit_cells, share
 from .card_checks import privacy_checks as _privacy_checks
 from .card_usage import UsageCode, reproduce_command
 from .columns import column_description, feature_type_name, infer_columns
 from .cycle import CycleResult
+from .privacy.audit import published_audit
 
 if TYPE_CHECKING:
     from .evaluation.previews import Preview
@@ -344,6 +345,7 @@ class DatasetCardFacts:
                     "filter_steps": filter_steps(result),
                     "privacy_checks": privacy_checks(result, self.real_data_filters),
                     "label_audit": label_audit_cells(result),
+                    "privacy_audit": privacy_audit_cells(result.privacy_audit),
                 }
             )
         return cycles
@@ -386,4 +388,7 @@ class DatasetCardFacts:
             "include_real_data": self.include_real_data,
             "generators": _generators(self.history),
             "real_data": self.settings.get("dataset_name"),
+            "published_audit": privacy_audit_cells(
+                audit.to_dict() if (audit := published_audit(self.history)) else None
+            ),
         }

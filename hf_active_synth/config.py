@@ -3,49 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
-import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import SaveStrategy
 
 from .acquisition import ACQUISITION_FUNCTIONS
+from .config_checks import accelerator_available, check_finite_floats, check_share, dataclass_values, one_of
 from .targeting import CLASS_BUDGETS, TARGET_SOURCES, TARGET_STRATEGIES, ClassBudget, TargetSource, TargetStrategy
 from .uncertainty.registry import ESTIMATORS, UncertaintyMethod
 from .uncertainty.subset import split_members
 
 SelectionStrategy = Literal["top", "random", "band"]
-
-
-def check_finite_floats(values: Mapping[str, Any], option_prefix: str = "") -> None:
-    """Raises a `ValueError` naming the first float in `values` that is NaN or infinite.
-
-    `float("nan")` slips through every range check (`nan < 0` is False) and would silently poison a run, so every
-    float option goes through this: `ActiveSynthesisConfig` and the recipes' argument dataclasses check their fields,
-    and the recipes' parser checks the parsed command line and `--config` file (with `option_prefix="--"`).
-
-    Args:
-        values (`Mapping[str, Any]`): Option name -> value (non-float values are ignored).
-        option_prefix (`str`, defaults to `""`): Put before the name in the message (`"--"` on the command line).
-    """
-    for name, value in values.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"`{option_prefix}{name}` must be a finite number, got {value}.")
-
-
-def dataclass_values(instance: Any) -> dict[str, Any]:
-    """`{field name: value}` of a dataclass instance (shallow, unlike `dataclasses.asdict`)."""
-    return {item.name: getattr(instance, item.name) for item in dataclasses.fields(instance)}
-
-
-def accelerator_available() -> bool:
-    """Whether torch sees an accelerator (CUDA, XPU, MPS, ...)."""
-    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6
-    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 @dataclass
@@ -236,6 +208,30 @@ class ActiveSynthesisConfig(TrainingArguments):
         },
     )
 
+    # Privacy (see `hf_active_synth.privacy`).
+    privacy_audit: bool = field(
+        default=True,
+        metadata={
+            "help": "Audit every cycle's accepted samples against the real training data: distance to the closest "
+            "real record (DCR) against held-out real rows' DCR, near-copies (CycleResult.privacy_audit, dataset card)."
+        },
+    )
+    privacy_max_closer_share: float | None = field(
+        default=None,
+        metadata={
+            "help": "Refuse to push the synthetic dataset when more than this share of its samples is closer to a "
+            "real training record than 95 percent of held-out real rows are (about 0.05 if the samples were fresh "
+            "real data; e.g. 0.10). Unset: off. Local files are kept."
+        },
+    )
+    privacy_max_near_copy_share: float | None = field(
+        default=None,
+        metadata={
+            "help": "Refuse to push the synthetic dataset when more than this share of its samples are near-copies "
+            "of a real training record at the near-copy filter's threshold (0: refuse any). Unset: off."
+        },
+    )
+
     # Output.
     show_cycle_progress: bool = field(
         default=True,
@@ -331,13 +327,15 @@ class ActiveSynthesisConfig(TrainingArguments):
             # Translated once: later `dataclasses.replace` copies keep the new fields and do not re-apply it.
             self.targeted = None
         if self.target_strategy not in TARGET_STRATEGIES:
-            raise ValueError(f"`target_strategy` must be {_one_of(TARGET_STRATEGIES)}, got {self.target_strategy!r}.")
+            raise ValueError(f"`target_strategy` must be {one_of(TARGET_STRATEGIES)}, got {self.target_strategy!r}.")
         if self.target_source not in TARGET_SOURCES:
-            raise ValueError(f"`target_source` must be {_one_of(TARGET_SOURCES)}, got {self.target_source!r}.")
+            raise ValueError(f"`target_source` must be {one_of(TARGET_SOURCES)}, got {self.target_source!r}.")
         if self.crossfit_folds < 2:
             raise ValueError(f"`crossfit_folds` must be >= 2, got {self.crossfit_folds}.")
         if self.class_budget not in CLASS_BUDGETS:
-            raise ValueError(f"`class_budget` must be {_one_of(CLASS_BUDGETS)}, got {self.class_budget!r}.")
+            raise ValueError(f"`class_budget` must be {one_of(CLASS_BUDGETS)}, got {self.class_budget!r}.")
+        for name in ("privacy_max_closer_share", "privacy_max_near_copy_share"):
+            check_share(name, getattr(self, name))
         for name in ("pseudo_label_min_confidence", "class_budget_floor"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}.")
@@ -387,9 +385,3 @@ class ActiveSynthesisConfig(TrainingArguments):
             yield self
         finally:
             self.hub_token = token
-
-
-def _one_of(choices: tuple[str, ...]) -> str:
-    """`'a', 'b' or 'c'`: the choices of an option, for its error message."""
-    quoted = [f"'{choice}'" for choice in choices]
-    return f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]

@@ -53,11 +53,17 @@ class CycleResult:
         stage_seconds (`dict[str, float]`): Wall time of each stage.
         peak_memory_mb (`float`): Peak resident memory of the process so far (and of the GPU, when used).
         generator (`str`, *optional*): Name of the generator used.
+        generation_stats (`dict`): The generator's `last_stats_.to_dict()` when it keeps one (the text generators:
+            token counts, tokens/s, candidates/s; an endpoint adds requests/s, cached requests and retries), of the
+            main process.
         heldout_uncertainty (`dict[str, float]`): Mean entropy / variance / BALD of the estimator on the real
             validation rows after this cycle (rows no model trained on, so a reduction here is not memorisation).
         label_audit (`dict`): The independent audit of this cycle's accepted samples (`auditing.CycleAuditor`):
             `oracle_label_agreement` from a classifier that neither guided nor selected, per class, the off-label
             rows, and `heldout_disagreement` (mean BALD / variance / entropy under held-out members).
+        privacy_audit (`dict`): The privacy audit of this cycle's accepted samples (`privacy.PrivacyAudit` fields:
+            distance to the closest real training record against held-out real rows, near-copies), with
+            `cumulative`, the audit of every sample accepted so far (the dataset published after this cycle).
     """
 
     cycle: int
@@ -73,8 +79,10 @@ class CycleResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     generator: str | None = None
+    generation_stats: dict[str, Any] = field(default_factory=dict)
     heldout_uncertainty: dict[str, float] = field(default_factory=dict)
     label_audit: dict[str, Any] = field(default_factory=dict)
+    privacy_audit: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

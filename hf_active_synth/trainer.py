@@ -188,7 +188,9 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
             estimator = make_estimator(args.uncertainty_method, args.ensemble_size, seed=args.seed + 1)
         self.estimator = estimator
         if cycle_callbacks is None:
-            cycle_callbacks = default_cycle_callbacks(self.args, self.current_model(), self.filters, preprocess)
+            cycle_callbacks = default_cycle_callbacks(
+                self.args, self.current_model(), self.filters, preprocess, train_dataset, eval_dataset
+            )
         self.cycle_callbacks: list[CycleCallback] = list(cycle_callbacks)
         heldout = args.heldout_audit_members
         self.auditor = CycleAuditor(

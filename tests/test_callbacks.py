@@ -8,6 +8,7 @@ from hf_active_synth import CycleCallback
 from hf_active_synth.callbacks import TENSORBOARD_DIR, TensorBoardCycleCallback, cycle_scalars
 from hf_active_synth.cycle import CYCLE_FILE, CycleResult, CycleStore
 from hf_active_synth.hub import HubPublisher
+from hf_active_synth.privacy import PrivacyAuditCallback
 
 
 class Recorder(CycleCallback):
@@ -46,9 +47,11 @@ def test_hub_publisher_is_a_cycle_callback(tmp_path):
 
 
 def test_default_callbacks_follow_the_publish_settings(tmp_path):
-    (publisher,) = make_trainer(tmp_path, name="a").cycle_callbacks
+    # The privacy audit comes first, so the publisher's card and gate see each cycle's audit.
+    audit, publisher = make_trainer(tmp_path, name="a").cycle_callbacks
+    assert isinstance(audit, PrivacyAuditCallback)
     assert isinstance(publisher, HubPublisher) and publisher.cycle_metric == "eval_accuracy"
-    assert make_trainer(tmp_path, name="b", publish_cycles=False).cycle_callbacks == []
+    assert make_trainer(tmp_path, name="b", publish_cycles=False, privacy_audit=False).cycle_callbacks == []
 
 
 def test_a_custom_callback_is_called_once_per_cycle_with_its_directory(tmp_path):

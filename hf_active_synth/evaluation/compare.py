@@ -52,14 +52,25 @@ class ComparisonTask:
         build_trainer (`Callable[[ActiveSynthesisConfig], ActiveSynthesisTrainer]`): The trainer of one run, for a
             config whose seed and output_dir are set (model, data of this split, generator, filters).
         test_dataset (`datasets.Dataset`): The held-out real test split (raw rows).
-        acquisition_pool (`datasets.Dataset`, *optional*): Held-back labelled real rows for `bald_active_learning`.
+        acquisition_pool (`datasets.Dataset`, *optional*): Held-back labelled real rows for `bald_active_learning`
+            (and, split in two, the reference models' data and the non-members of the membership-inference attacks).
         label_names (`Sequence[str]`, *optional*): Class names, for the per-class plot.
+        train_dataset (`datasets.Dataset`, *optional*): The real labelled training rows (what the privacy audit
+            protects, and the members of the membership-inference attacks). Needed by the `synthetic_only_*` methods.
+        validation_dataset (`datasets.Dataset`, *optional*): The real validation rows (the privacy audit's held-out
+            reference). Needed by the `synthetic_only_*` methods.
+        build_plain_trainer (`Callable[[ActiveSynthesisConfig, Dataset], ActiveSynthesisTrainer]`, *optional*): A
+            trainer of the task's model (seeded with the config's seed), preprocessing, filters and validation split
+            whose training rows are the given raw rows; only its `train()` is called. Needed by `synthetic_only_*`.
     """
 
     build_trainer: Callable[[ActiveSynthesisConfig], Any]
     test_dataset: Dataset
     acquisition_pool: Dataset | None = None
     label_names: Sequence[str] | None = None
+    train_dataset: Dataset | None = None
+    validation_dataset: Dataset | None = None
+    build_plain_trainer: Callable[[ActiveSynthesisConfig, Dataset], Any] | None = None
 
 
 TaskFactory = Callable[[int], ComparisonTask]
@@ -86,6 +97,14 @@ def method_config(
     )
 
 
+def predict_logits(trainer: Any, dataset: Dataset) -> tuple[Any, Any]:
+    """`(logits [N, C], labels [N])` (numpy) of the trainer's model on raw labelled rows."""
+    inputs = to_model_inputs(dataset, trainer.preprocess, label_column=trainer.args.label_column, is_synthetic=False)
+    output = trainer.predict(inputs)
+    logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
+    return logits, output.label_ids
+
+
 def evaluate_final_model(
     trainer: Any,
     test_dataset: Dataset,
@@ -96,10 +115,8 @@ def evaluate_final_model(
     args = trainer.args
 
     def scores(dataset: Dataset) -> dict[str, float]:
-        inputs = to_model_inputs(dataset, trainer.preprocess, label_column=args.label_column, is_synthetic=False)
-        output = trainer.predict(inputs)
-        logits = output.predictions[0] if isinstance(output.predictions, tuple) else output.predictions
-        return compute_classification_metrics(logits, output.label_ids, num_labels=trainer.num_labels)
+        logits, labels = predict_logits(trainer, dataset)
+        return compute_classification_metrics(logits, labels, num_labels=trainer.num_labels)
 
     clean = scores(test_dataset)
     extras: dict[str, Any] = {
@@ -135,7 +152,9 @@ def run_comparison(
         config ([`ActiveSynthesisConfig`]): Shared settings; each method applies its overrides on top.
         output_dir (`str` or `Path`): Runs go to `output_dir/<method>/split-<k>/seed-<s>/`, the report to
             `output_dir/`.
-        methods (sequence of `str`): Names from `methods.COMPARISON_METHODS`.
+        methods (sequence of `str`): Names from `methods.COMPARISON_METHODS`, and from
+            `synthetic_only.SYNTHETIC_ONLY_METHODS` (derived from finished runs of their source method; they run after
+            the loop methods of each split).
         seeds (sequence of `int`): Run seeds.
         splits (sequence of `int`): Data-split seeds.
         corruptions (`Mapping[str, Sequence[int]]`, *optional*): Corruption name -> severities for robustness.
@@ -143,19 +162,32 @@ def run_comparison(
     Returns:
         `Path`: The path of the written `report.md` (covering every finished run in `output_dir`).
     """
-    chosen = resolve_methods(methods)
+    from .synthetic_only import SYNTHETIC_ONLY_METHODS, resolve_synthetic_only, run_synthetic_only
+
+    chosen = resolve_methods([name for name in methods if name not in SYNTHETIC_ONLY_METHODS])
+    derived = resolve_synthetic_only([name for name in methods if name in SYNTHETIC_ONLY_METHODS])
+    tasks: dict[int, ComparisonTask] = {}
+
+    def split_task(split: int) -> ComparisonTask:
+        if split not in tasks:  # built lazily: a finished split retrains no generator
+            tasks.clear()  # one split's task (its generator) in memory at a time
+            tasks[split] = task_factory(split)
+            _remember_label_names(output_dir, tasks[split].label_names)
+        return tasks[split]
+
     for split in splits:
-        task: ComparisonTask | None = None
         for method in chosen:
             for seed in seeds:
                 run_dir = run_directory(output_dir, method.name, split, seed)
                 if (run_dir / EXTRAS_FILE).is_file() and (run_dir / HISTORY_FILE).is_file():
                     logger.info("Reusing the finished run in %s.", run_dir)
                     continue
-                if task is None:  # built lazily: a finished split retrains no generator
-                    task = task_factory(split)
-                    _remember_label_names(output_dir, task.label_names)
-                run_one(task, method_config(config, method, seed, run_dir), method, split, corruptions)
+                run_one(split_task(split), method_config(config, method, seed, run_dir), method, split, corruptions)
+        for synthetic_only in derived:
+            for seed in seeds:
+                if (run_directory(output_dir, synthetic_only.name, split, seed) / EXTRAS_FILE).is_file():
+                    continue
+                run_synthetic_only(split_task(split), config, output_dir, synthetic_only, split, seed, corruptions)
     return write_comparison_report(output_dir)
 
 
@@ -241,4 +273,19 @@ def write_comparison_report(output_dir: str | Path) -> Path:
         raise ValueError(f"No finished comparison run under {output_dir} (<method>/split-<k>/seed-<s>/).")
     meta_path = Path(output_dir) / COMPARISON_FILE
     label_names = json.loads(meta_path.read_text()).get("label_names") if meta_path.is_file() else None
-    return build_report(results, output_dir, extras=entries, label_names=label_names)
+    derived = collect_derived_runs(output_dir)
+    return build_report(results, output_dir, extras=entries, label_names=label_names, derived=derived)
+
+
+def collect_derived_runs(output_dir: str | Path) -> dict[str, list[dict]]:
+    """`method -> final-metric entries` of the finished derived runs (`synthetic_only_*`, marked `derived_from`)
+    under `output_dir`, by (split, seed). They have no `history.json` (no cycles), so `collect_runs` skips them."""
+    runs = []
+    for path in sorted(Path(output_dir).glob(f"*/split-*/seed-*/{EXTRAS_FILE}")):
+        entry = json.loads(path.read_text())
+        if "derived_from" in entry:
+            runs.append((entry["method"], entry["split"], entry["seed"], entry))
+    derived: dict[str, list[dict]] = {}
+    for method, _, _, entry in sorted(runs, key=lambda run: run[:3]):
+        derived.setdefault(method, []).append(entry)
+    return derived

@@ -23,7 +23,8 @@ from . import analysis
 from .analysis import Extras, Results
 from .paired_tables import format_paired_sections
 from .plots import plot_accuracy_vs_synthetic, plot_entropy_per_cycle, plot_synthetic_per_class
-from .summary import ComparisonSummary
+from .privacy_report import PrivacySummary, format_privacy_sections
+from .summary import ComparisonSummary, json_safe
 from .tables import (
     format_compute_table,
     format_funnel_table,
@@ -51,12 +52,18 @@ def summarize(
 
 
 def render_markdown(
-    summary: ComparisonSummary, title: str = "Active synthesis: comparison report", samples: str | None = None
+    summary: ComparisonSummary,
+    title: str = "Active synthesis: comparison report",
+    samples: str | None = None,
+    privacy: PrivacySummary | None = None,
 ) -> str:
-    """The text of `report.md`: every table formatted from `summary`, then the plots, the samples' preview
-    (`samples`, a markdown section body, see `evaluation.previews.Preview.markdown`) and the runs."""
+    """The text of `report.md`: every table formatted from `summary` (and `privacy`, the synthetic-only and privacy
+    sections, after the paired ones), then the plots, the samples' preview (`samples`, a markdown section body, see
+    `evaluation.previews.Preview.markdown`) and the runs."""
     sections = [f"# {title}"]
     for heading, body in format_paired_sections(summary.paired):
+        sections += [f"## {heading}", body]
+    for heading, body in format_privacy_sections(privacy) if privacy is not None else ():
         sections += [f"## {heading}", body]
     sections += [
         "## Means over runs",
@@ -109,6 +116,7 @@ def build_report(
     title: str = "Active synthesis: comparison report",
     label_names: Mapping[str, str] | Sequence[str] | None = None,
     run_dir: str | Path | None = None,
+    derived: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> Path:
     """Writes `report.md`, `summary.json` and the PNG plots into `output_dir`, and with `run_dir` a preview of that
     run's accepted samples (`preview.png` for images, a table of sentences for text).
@@ -124,6 +132,8 @@ def build_report(
         label_names (*optional*): Class names for the per-class plot.
         run_dir (`str` or `Path`, *optional*): A run folder (`cycle-k/synthetic/`, and `real_examples/` when the
             run saved some) whose samples the report shows; runs without accepted samples show none.
+        derived (`Mapping[str, Sequence[dict]]`, *optional*): `method -> entries` of the synthetic-only runs
+            (`compare.collect_derived_runs`), for the synthetic-only, privacy-audit and membership sections.
 
     Returns:
         `Path`: The path of `report.md`.
@@ -142,9 +152,11 @@ def build_report(
 
     samples = _preview(run_dir, output_dir)
     summary = ComparisonSummary.from_runs(results, extras, real_only, random_baseline)
-    (output_dir / "summary.json").write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
+    privacy = PrivacySummary.from_entries(derived, extras or {}) if derived else None
+    payload = {**summary.to_json(), **(json_safe(privacy.to_json()) if privacy else {})}
+    (output_dir / "summary.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     report_path = output_dir / "report.md"
-    report_path.write_text(render_markdown(summary, title, samples=samples), encoding="utf-8")
+    report_path.write_text(render_markdown(summary, title, samples=samples, privacy=privacy), encoding="utf-8")
     return report_path
 
 

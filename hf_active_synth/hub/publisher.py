@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from huggingface_hub import HfApi
 
+from ..privacy.audit import PrivacyThresholds, published_audit
 from .layout import CYCLE_FILE, HISTORY_FILE, RUN_FILE, HubLayout, branch_name, config_name, tag_name
 from .pending import PENDING_FILE, PendingPush, PendingQueue
 from .retry import call_with_retries
@@ -40,6 +41,8 @@ class PublishResult:
         dataset_dir (`Path`, *optional*): Local folder of the dataset repository (`None` until a cycle has samples).
         pushed (`list[str]`): Pushes that succeeded (`repo@revision`).
         pending (`list[str]`): Pushes still pending after this call.
+        privacy_refusal (`str`, *optional*): Why the dataset was not pushed (a privacy threshold it crosses); its
+            local folder is written all the same.
     """
 
     cycle: int
@@ -48,6 +51,7 @@ class PublishResult:
     dataset_dir: Path | None = None
     pushed: list[str] = field(default_factory=list)
     pending: list[str] = field(default_factory=list)
+    privacy_refusal: str | None = None
 
 
 @dataclass(repr=False, eq=False)
@@ -89,6 +93,9 @@ class HubPublisher:
         retry_max_wait (`float`, defaults to 30.0): Longest backoff wait, in seconds.
         cycle_metric (`str`, defaults to `"eval_accuracy"`): The metric that picks the best cycle (pushed to `main`)
             in `on_cycle_end`.
+        privacy_thresholds ([`privacy.PrivacyThresholds`], *optional*): Limits on the published dataset's privacy
+            audit (`CycleResult.privacy_audit`); a dataset that crosses one is not pushed (its local folder stays, an
+            error names the figure, the limit and the option). The model is pushed as usual.
     """
 
     output_dir: str | os.PathLike
@@ -107,11 +114,13 @@ class HubPublisher:
     retry_base_wait: float = 1.0
     retry_max_wait: float = 30.0
     cycle_metric: str = "eval_accuracy"
+    privacy_thresholds: PrivacyThresholds | None = None
 
     @classmethod
     def from_training_args(cls, args: Any, run_settings: Mapping[str, Any] | None = None, **kwargs: Any):
         """Builds a publisher from an `ActiveSynthesisConfig`: `output_dir`, `hub_model_id`, `hub_dataset_id`,
-        `push_cycles_to_hub`, `hub_token`, `hub_private_repo` (`None` means private), `cycle_metric`."""
+        `push_cycles_to_hub`, `hub_token`, `hub_private_repo` (`None` means private), `cycle_metric`, and the
+        privacy thresholds (`privacy_max_closer_share`, `privacy_max_near_copy_share`)."""
         private = getattr(args, "hub_private_repo", None)
         return cls(
             args.output_dir,
@@ -121,6 +130,7 @@ class HubPublisher:
             token=getattr(args, "hub_token", None),
             private=True if private is None else bool(private),
             cycle_metric=getattr(args, "cycle_metric", "eval_accuracy"),
+            privacy_thresholds=PrivacyThresholds.from_training_args(args),
             run_settings=run_settings,
             **kwargs,
         )
@@ -250,15 +260,32 @@ class HubPublisher:
         if not self.push_to_hub:
             return result
 
+        result.privacy_refusal = self._privacy_refusal(history, result)
         self._queue.enqueue(self._pushes(result, best_cycle, layout))
         result.pushed, result.pending = self._queue.process(self._push, self.hub_dir)
         return result
+
+    def _privacy_refusal(self, history: Sequence[Mapping[str, Any]], result: PublishResult) -> str | None:
+        """Why the dataset must not be pushed (logged as an error), or `None`."""
+        if self.privacy_thresholds is None or not self.dataset_repo_id or result.dataset_dir is None:
+            return None
+        violations = self.privacy_thresholds.violations(published_audit(history))
+        if not violations:
+            return None
+        refusal = (
+            f"Not pushing the synthetic dataset of cycle {result.cycle} to {self.dataset_repo_id}: "
+            + "; ".join(violations)
+            + f". Its files stay in {result.dataset_dir} and {self.output_dir}/cycle-*/synthetic; raise or unset the "
+            "limit to publish it."
+        )
+        logger.error(refusal)
+        return refusal
 
     def _pushes(self, result: PublishResult, best_cycle: int, layout: HubLayout) -> list[PendingPush]:
         """The pushes of a published cycle: the dataset to `main`, the model to `cycle-k` and to `main`."""
         cycle = result.cycle
         pushes = []
-        if self.dataset_repo_id and result.dataset_dir is not None:
+        if self.dataset_repo_id and result.dataset_dir is not None and result.privacy_refusal is None:
             tags = [tag_name(cycle)] if (result.dataset_dir / config_name(cycle)).is_dir() else []
             pushes.append(
                 PendingPush(

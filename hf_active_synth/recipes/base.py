@@ -137,21 +137,41 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
         return parser
 
     def build_trainer(
-        self, task: RecipeTask, config: ActiveSynthesisConfig, script_args: ScriptArgs
+        self,
+        task: RecipeTask,
+        config: ActiveSynthesisConfig,
+        script_args: ScriptArgs,
+        train_dataset: Dataset | None = None,
     ) -> ActiveSynthesisTrainer:
-        """The trainer of one run (the model is seeded with the run's seed)."""
+        """The trainer of one run (the model is seeded with the run's seed); `train_dataset` replaces the task's
+        real training rows (the synthetic-only models of `--compare`)."""
         return ActiveSynthesisTrainer(
             model=task.make_model(config.seed),
             args=config,
-            train_dataset=task.train,
+            train_dataset=task.train if train_dataset is None else train_dataset,
             eval_dataset=task.validation,
             processing_class=task.processing_class,
             preprocess=task.preprocess,
             generator=task.generator,
             filters=self.make_filters(script_args),
             label_oracle=task.oracle,
-            pool_dataset=task.pool if config.target_source == "pool" else None,  # its labels are never read
+            pool_dataset=self.target_pool(task, config),
         )
+
+    @staticmethod
+    def target_pool(task: RecipeTask, config: ActiveSynthesisConfig) -> Dataset | None:
+        """The rows targets come from besides the labelled ones: the pool for `target_source="pool"` (its labels
+        are never read), its pseudo-labelled part for `"pseudo_labelled_pool"`, else none."""
+        if config.target_source == "pool":
+            return task.pool
+        if config.target_source != "pseudo_labelled_pool":
+            return None
+        if task.pseudo_labelled_pool is None:
+            raise ValueError(
+                "target_source='pseudo_labelled_pool' needs a pool labelled outside the loop, which only the image "
+                "recipe's embedded DDPM path makes (label spreading); use target_source='pool' here."
+            )
+        return task.pseudo_labelled_pool
 
     def prepare_task(
         self, script_args: ScriptArgs, config: ActiveSynthesisConfig, model_args: ModelArgs
@@ -187,6 +207,9 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
                 test_dataset=task.test,
                 acquisition_pool=task.pool,
                 label_names=task.label_names,
+                train_dataset=task.train,
+                validation_dataset=task.validation,
+                build_plain_trainer=lambda run_config, rows: self.build_trainer(task, run_config, split_args, rows),
             )
 
         seeds, splits = script_args.comparison_pairs()

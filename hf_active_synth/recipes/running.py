@@ -49,7 +49,11 @@ class RunModeArguments:
     )
     compare_methods: list[str] = field(
         default_factory=lambda: list(METHODS),
-        metadata={"help": "Methods for --compare (several processes can share one output_dir, each with a subset)."},
+        metadata={
+            "help": "Methods for --compare (several processes can share one output_dir, each with a subset). Add "
+            "synthetic_only_active, synthetic_only_active_full, synthetic_only_random, synthetic_only_random_full "
+            "(after their sources) for the synthetic-only accuracy, privacy audit and membership-inference tables."
+        },
     )
     audit_labels: bool = field(
         default=True,
