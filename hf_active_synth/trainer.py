@@ -367,6 +367,8 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
             result.num_synthetic_total = len(self.synthetic_dataset)
             result.accepted_per_class = {str(c): labels.count(c) for c in range(self.num_labels)}
             result.generator = self._generator_name
+            stats = getattr(self.generator, "last_stats_", None)
+            result.generation_stats = stats.to_dict() if hasattr(stats, "to_dict") else {}
         result.peak_memory_mb = peak_memory_mb()
         self._finish_cycle(
             store, history, result, accepted=accepted if synthesize else None, pool_logits=new_pool_logits

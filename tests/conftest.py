@@ -56,6 +56,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ["WANDB_DISABLED"] = "true"
 
 import pytest  # noqa: E402
+from endpoint_server import endpoint_server  # noqa: E402, F401  (`transformers serve` of a tiny chat model)
 from hub_server import hub_server  # noqa: E402, F401  (the Hub-protocol test server fixture)
 
 SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"

@@ -1,7 +1,8 @@
 """Generators propose synthetic candidates for a cycle's targets.
 
-`TextGenerationGenerator` (LLMs) and `DiffusionGenerator` (diffusers pipelines) are imported from their modules so
-that using one does not import the other's stack: `from hf_active_synth.generators.text import ...`.
+`TextGenerationGenerator` (LLMs in process), `EndpointTextGenerator` (LLMs behind an OpenAI-compatible or TGI
+endpoint) and `DiffusionGenerator` (diffusers pipelines) are imported from their modules so that using one does not
+import the other's stack: `from hf_active_synth.generators.text import ...`, `...generators.endpoint import ...`.
 """
 
 from .base import GenerationRequest, Generator, SynthesisTarget

@@ -22,57 +22,24 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..columns import PROMPT_COLUMN, build_candidates
+from ..columns import PROMPT_COLUMN
 from .base import GenerationRequest
-from .parsing import parse_generation
+from .text_candidates import CandidateCollector, GenerationStats, check_generator_arguments, check_request
 from .text_model import eos_token_ids, load_causal_lm, model_display_name
 from .text_model import split_gguf as _split_gguf  # noqa: F401  (importable from here, as before)
-from .text_prompts import PromptTemplates, PromptWriter, seed_similarity
+from .text_prompts import PromptTemplates, PromptWriter
 
 if TYPE_CHECKING:
     from datasets import Dataset
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = ["PROMPT_COLUMN", "GenerationStats", "PromptTemplates", "TextGenerationGenerator"]
-
-
-@dataclass(frozen=True)
-class GenerationStats:
-    """Throughput and parsing counts of the last `generate` call (`TextGenerationGenerator.last_stats_`).
-
-    Args:
-        num_sequences (`int`): Sequences sampled (one per prompt).
-        num_prompt_tokens (`int`): Prompt tokens fed to the model (without padding).
-        num_generated_tokens (`int`): New tokens sampled, up to and including the first end-of-sequence token.
-        seconds (`float`): Wall-clock time spent in `model.generate`.
-        num_candidates (`int`): Candidates returned (sequences that parsed into a usable text).
-        num_empty (`int`): Sequences that gave no usable text.
-        num_junk_lines (`int`): Lines dropped while parsing (preambles, chatter, bare labels, ...).
-        batch_size (`int`): Sequences per `generate` call.
-        num_seed_copies (`int`): Sequences dropped because they (nearly) copied a seed example of their prompt.
-    """
-
-    num_sequences: int = 0
-    num_prompt_tokens: int = 0
-    num_generated_tokens: int = 0
-    seconds: float = 0.0
-    num_candidates: int = 0
-    num_empty: int = 0
-    num_junk_lines: int = 0
-    batch_size: int = 0
-    num_seed_copies: int = 0
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Generated tokens per second of `generate` time (0 when nothing was generated)."""
-        return self.num_generated_tokens / self.seconds if self.seconds > 0 else 0.0
 
 
 class TextGenerationGenerator:
@@ -146,22 +113,17 @@ class TextGenerationGenerator:
         name: str | None = None,
         show_progress: bool = True,
     ):
-        for argument, value in (
-            ("num_shots", num_shots),
-            ("batch_size", batch_size),
-            ("max_new_tokens", max_new_tokens),
-            ("max_example_chars", max_example_chars),
-        ):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"TextGenerationGenerator: {argument} must be a positive integer, got {value!r}.")
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (sampling is always on), got {temperature}.")
-        if not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}.")
-        if not 0 < max_seed_similarity <= 1:
-            raise ValueError(f"max_seed_similarity must be in (0, 1], got {max_seed_similarity}.")
-        if templates is not None and not isinstance(templates, PromptTemplates):
-            raise TypeError(f"templates must be a PromptTemplates, got {type(templates).__name__}.")
+        check_generator_arguments(
+            "TextGenerationGenerator",
+            temperature=temperature,
+            top_p=top_p,
+            max_seed_similarity=max_seed_similarity,
+            templates=templates,
+            num_shots=num_shots,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            max_example_chars=max_example_chars,
+        )
         self.model = model
         self.tokenizer = tokenizer
         self.gguf_file = gguf_file
@@ -252,17 +214,12 @@ class TextGenerationGenerator:
             nothing usable are dropped (counted in `last_stats_.num_empty`), so there can be fewer rows than
             requested.
         """
-        from datasets import Value
-
-        _check_request(request)
+        check_request(request)
         self._load()
         writer = self._prompt_writer()
         jobs = writer.jobs(request)
-        kept = []  # (job, parsed text) of every sequence that parsed into a candidate
-        # Words the parser treats as bare labels / label annotations: the prompt's names and the dataset's.
-        label_names = [writer.label_name(label, request) for label in sorted({job.target.label for job in jobs})]
-        label_names += [str(name) for name in request.label_names or []]
-        prompt_tokens = generated_tokens = num_empty = num_junk = num_seed_copies = 0
+        collector = CandidateCollector(request, writer, jobs, self.max_seed_similarity)
+        prompt_tokens = generated_tokens = 0
         seconds = 0.0
         batches = range(0, len(jobs), self.batch_size)
         for batch_index, start in enumerate(tqdm(batches, desc="Generating text", disable=not self.show_progress)):
@@ -274,53 +231,13 @@ class TextGenerationGenerator:
             prompt_tokens += batch_prompt_tokens
             generated_tokens += batch_generated
             for job, output in zip(batch, outputs, strict=True):
-                parsed = parse_generation(output, label_names=label_names, max_texts=1)
-                num_junk += parsed.num_junk
-                if parsed.is_empty:
-                    num_empty += 1
-                    continue
-                if seed_similarity(parsed.texts[0], job.examples) >= self.max_seed_similarity:
-                    num_seed_copies += 1
-                    continue
-                kept.append((job, parsed.texts[0]))
+                collector.add(job, output)
         self.last_stats_ = GenerationStats(
             num_sequences=len(jobs),
             num_prompt_tokens=prompt_tokens,
             num_generated_tokens=generated_tokens,
             seconds=seconds,
-            num_candidates=len(kept),
-            num_empty=num_empty,
-            num_junk_lines=num_junk,
             batch_size=self.batch_size,
-            num_seed_copies=num_seed_copies,
+            **collector.counts(),
         )
-        return build_candidates(
-            {
-                request.input_column: [text for _, text in kept],
-                request.label_column: [job.target.label for job, _ in kept],
-            },
-            features={request.input_column: Value("string"), request.label_column: Value("int64")},
-            cycle=request.cycle,
-            generator=self.name,
-            target_ids=[job.target.target_id for job, _ in kept],
-            target_labels=[job.target.label for job, _ in kept],
-            seed_example_ids=[job.seed_ids for job, _ in kept],
-            extra={PROMPT_COLUMN: [job.prompt for job, _ in kept]},
-        )
-
-
-def _check_request(request: GenerationRequest) -> None:
-    if not isinstance(request, GenerationRequest):
-        raise TypeError(f"generate expects a GenerationRequest, got {type(request).__name__}.")
-    if not isinstance(request.seed, int) or request.seed < 0:
-        raise ValueError(f"request.seed must be a non-negative integer, got {request.seed!r}.")
-    if request.candidates_per_sample < 1:
-        raise ValueError(f"request.candidates_per_sample must be >= 1, got {request.candidates_per_sample}.")
-    if request.input_column == request.label_column:
-        raise ValueError(f"input_column and label_column are both {request.input_column!r}; they must differ.")
-    for column in (request.input_column, request.label_column):
-        if column.startswith("synth_"):
-            raise ValueError(f"Column name {column!r} collides with the provenance columns (synth_*); rename it.")
-    for target in request.targets:
-        if target.num_samples < 0:
-            raise ValueError(f"Target {target.target_id} asks for {target.num_samples} samples; use >= 0.")
+        return collector.dataset(self.name)

@@ -91,12 +91,14 @@ def _fields(template: str) -> set[str]:
 
 @dataclass
 class PromptJob:
-    """One candidate to sample: its target, its full prompt, and the seed examples (ids and texts) the prompt shows."""
+    """One candidate to sample: its target, its full prompt, the seed examples (ids and texts) the prompt shows, and
+    the same prompt as chat messages (what a chat-completion endpoint is sent)."""
 
     target: SynthesisTarget
     prompt: str
     seed_ids: list[int] = field(default_factory=list)
     examples: list[str] = field(default_factory=list)
+    messages: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,8 @@ class PromptWriter:
 
     Args:
         templates (`PromptTemplates`): The prompt templates.
-        tokenizer (`PreTrainedTokenizerBase`): Applies the chat template.
+        tokenizer (`PreTrainedTokenizerBase`, *optional*): Applies the chat template. `None` (an endpoint applies
+            its own) writes plain prompts, and every job carries its chat `messages` too.
         label_descriptions (`Sequence[str]`, *optional*): What to call each class; defaults to `request.label_names`.
         num_shots (`int`): Seed examples per prompt (the target's own example included).
         max_example_chars (`int`): Seed examples are cut to this many characters.
@@ -142,13 +145,19 @@ class PromptWriter:
         elif use_chat and not has_template:
             raise ValueError("use_chat_template=True but the tokenizer has no chat template; pass False or None.")
         if use_chat:
-            messages = [{"role": "user", "content": user_prompt}]
-            if templates.system is not None:
-                messages.insert(0, {"role": "system", "content": templates.system})
-            prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prompt = tokenizer.apply_chat_template(
+                self.messages(user_prompt), tokenize=False, add_generation_prompt=True
+            )
         else:
             prompt = f"{templates.system}\n\n{user_prompt}\n" if templates.system else f"{user_prompt}\n"
         return prompt + templates.response_prefix
+
+    def messages(self, user_prompt: str) -> list[dict[str, str]]:
+        """`user_prompt` as chat messages: the template's system message (if any), then the user turn."""
+        messages = [{"role": "user", "content": user_prompt}]
+        if self.templates.system is not None:
+            messages.insert(0, {"role": "system", "content": self.templates.system})
+        return messages
 
     def shots(self, target: SynthesisTarget, request: GenerationRequest, index: int) -> tuple[list[str], list[int]]:
         """Seed examples for candidate `index` of `target`: drawn extras first, the target's own example last.
@@ -184,7 +193,13 @@ class PromptWriter:
                 examples, seed_ids = self.shots(target, request, index)
                 user_prompt = self.templates.render(label_name, examples)
                 jobs.append(
-                    PromptJob(target=target, prompt=self.format(user_prompt), seed_ids=seed_ids, examples=examples)
+                    PromptJob(
+                        target=target,
+                        prompt=self.format(user_prompt),
+                        seed_ids=seed_ids,
+                        examples=examples,
+                        messages=self.messages(user_prompt),
+                    )
                 )
         return jobs
 

