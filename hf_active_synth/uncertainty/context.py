@@ -6,11 +6,15 @@ trainer (the trainer satisfies the protocol structurally; a test double can too)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 
 class ScoringArgs(Protocol):
@@ -59,4 +63,28 @@ class FitContext(Protocol):
 
     def sample_model_inputs(self, num_rows: int = 2) -> dict[str, Any]:
         """A collated batch of real training inputs, without labels (for probing a model)."""
+        ...
+
+
+@runtime_checkable
+class MemberDataContext(FitContext, Protocol):
+    """A [`FitContext`] that also lets a member choose its rows and epochs (`ActiveSynthesisTrainer` is one).
+
+    `LoRAEnsemble(bootstrap=True)` trains each adapter inside `restrict_real_rows(its resample)`, and
+    `LoRAEnsemble(num_train_epochs=...)` passes `training_args` built from `args.member_args(seed, output_dir)` (an
+    [`ActiveSynthesisConfig`]). Cross-fitting's fold contexts are plain `FitContext`s (their rows are already
+    narrowed to the fold).
+
+    Attributes:
+        real_train_dataset (`datasets.Dataset`): The real labelled training rows (their count is what is resampled).
+    """
+
+    real_train_dataset: Dataset
+
+    def restrict_real_rows(self, rows: Sequence[int]) -> AbstractContextManager[None]:
+        """Inside the block, `train_member` trains on the real rows `rows` (repeats allowed) and every synthetic row."""
+        ...
+
+    def train_member(self, model: nn.Module, *, seed: int, name: str, training_args: Any = None) -> nn.Module:
+        """As [`FitContext.train_member`]; `training_args` (default: the member settings) replace the settings."""
         ...

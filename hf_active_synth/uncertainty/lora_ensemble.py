@@ -2,18 +2,20 @@
 
 Scoring shares the work the adapters allow sharing. Adapters sit on the top `num_adapted_layers` blocks only, so the
 trunk below them is the same for every member: it is computed once per batch, then its output is repeated K times
-along the batch axis at the first adapted block, and each copy runs through its own adapter, by default with
-per-member merged weights (one batched matmul per adapted layer), or with peft's mixed-adapter batches
-(`adapter_names`); see `lora_scoring`. The cost is one trunk pass plus K passes of the top blocks, instead of K full
-passes.
+along the batch axis at the first adapted block (`lora_repeat`), and each copy runs through its own adapter, by
+default with per-member merged weights (one batched matmul per adapted layer), or with peft's mixed-adapter batches
+(`adapter_names`); see `lora_scoring`. The cost is one trunk pass plus K passes of the adapted blocks, instead of K
+full passes. What makes the members differ (adapter and head init, bootstrap resamples) is in `lora_members`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from collections.abc import Mapping
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -22,67 +24,26 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from .base import BatchedEstimator, forward_logits
-from .lora_scoring import (
-    RepeatedBatchError,
-    check_first_token_only,
-    merged_adapter_batch,
-    mixed_adapter_batch,
-    plan_merged_layers,
+from .context import MemberDataContext
+from .lora_members import (
+    ADAPTER_INITS,
+    HEAD_INITS,
+    AdapterInit,
+    HeadInit,
+    bootstrap_rows,
+    default_lora_config,
+    find_block_list,
+    reinit_member_heads,
 )
+from .lora_repeat import RepeatedBatchError, mixed_adapter_batch
+from .lora_scoring import check_first_token_only, merged_adapter_batch, plan_merged_layers
 
 if TYPE_CHECKING:
     from .context import FitContext
 
+__all__ = ["LoRAEnsemble", "default_lora_config", "find_block_list"]  # the two helpers live in `lora_members`
+
 logger = logging.getLogger(__name__)
-
-
-def find_block_list(model: nn.Module) -> tuple[str, nn.ModuleList] | None:
-    """The model's stack of repeated blocks (e.g. `bert.encoder.layer`): the longest `ModuleList` of same-type modules."""
-    best: tuple[str, nn.ModuleList] | None = None
-    for name, module in model.named_modules():
-        if not isinstance(module, nn.ModuleList) or len(module) == 0:
-            continue
-        if len({type(child) for child in module}) != 1:
-            continue
-        if best is None or len(module) > len(best[1]):
-            best = (name, module)
-    return best
-
-
-def default_lora_config(model: nn.Module, num_labels: int, num_adapted_layers: int = 1, rank: int = 8) -> LoraConfig:
-    """LoRA on every linear layer of the top `num_adapted_layers` blocks, with a per-member copy of the task head.
-
-    The task head is every `nn.Linear` outside the block stack whose output size is `num_labels`.
-    """
-    blocks = find_block_list(model)
-    head_names = sorted(
-        {
-            name.rsplit(".", 1)[-1]
-            for name, module in model.named_modules()
-            if isinstance(module, nn.Linear)
-            and module.out_features == num_labels
-            and (blocks is None or not name.startswith(blocks[0] + "."))
-        }
-    )
-    if blocks is None:
-        linear_names = sorted(
-            {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-            - set(head_names)
-        )
-        return LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=linear_names, modules_to_save=head_names)
-    block_path, block_list = blocks
-    num_adapted_layers = min(num_adapted_layers, len(block_list))
-    linear_names = sorted(
-        {name.rsplit(".", 1)[-1] for name, module in block_list[-1].named_modules() if isinstance(module, nn.Linear)}
-    )
-    return LoraConfig(
-        r=rank,
-        lora_alpha=2 * rank,
-        target_modules=linear_names,
-        layers_to_transform=list(range(len(block_list) - num_adapted_layers, len(block_list))),
-        layers_pattern=block_path.rsplit(".", 1)[-1],
-        modules_to_save=head_names or None,
-    )
 
 
 class LoRAEnsemble(BatchedEstimator):
@@ -91,10 +52,26 @@ class LoRAEnsemble(BatchedEstimator):
     Args:
         num_members (`int`, defaults to 5): Number of adapters, K.
         lora_config (`peft.LoraConfig`, *optional*): The adapters' configuration. Defaults to
-            `default_lora_config(model, num_labels, num_adapted_layers)`: LoRA on the top blocks only, which is what
-            lets scoring compute the shared trunk once.
-        num_adapted_layers (`int`, defaults to 1): Top blocks carrying adapters when `lora_config` is not given.
-        seed (`int`, defaults to 0): Adapter `k` is initialised and trained with seed `seed + k`.
+            `default_lora_config(model, num_labels, num_adapted_layers, rank, adapter_init)`: LoRA on every linear of
+            the top blocks and a per-member copy of the head. When given, `num_adapted_layers`, `rank` and
+            `adapter_init` are not read (set them on the config).
+        num_adapted_layers (`int`, defaults to 1): Top blocks carrying adapters. The trunk below the lowest adapted
+            block is still computed once for all members; each adapted block runs K times.
+        rank (`int`, defaults to 8): LoRA rank r (`lora_alpha = 2r`).
+        adapter_init (`str`, defaults to `"zero_b"`): How A and B start (peft's `init_lora_weights`). `"zero_b"`:
+            peft's default, B = 0, every member starts as the trained model. `"gaussian"`: A ~ N(0, 1/r²), B = 0
+            (members still start identical). `"random"`: `init_lora_weights=False`, torch's default `nn.Linear` init
+            for A and B, so each member starts at its own random perturbation of the trained model.
+        head_init (`str`, defaults to `"trained"`): How each member's copy of the task head starts. `"trained"`: the
+            trained head (peft's `modules_to_save` copy). `"random"`: re-initialised from the member's seed
+            (`reset_parameters`), as a deep ensemble member's head is.
+        bootstrap (`bool`, defaults to `False`): Train each member on its own seeded bootstrap resample (with
+            replacement) of the real training rows; accepted synthetic rows are kept whole. Needs a context with
+            `restrict_real_rows` ([`MemberDataContext`], e.g. the trainer); on other contexts (cross-fitting folds)
+            members train on the context's rows, with a warning.
+        num_train_epochs (`float`, *optional*): Epochs of each adapter. Defaults to the trainer's member epochs
+            (`member_num_train_epochs`, else `num_train_epochs`). Needs a [`MemberDataContext`] (else a warning).
+        seed (`int`, defaults to 0): Adapter `k` is initialised, resampled and trained with seed `seed + k`.
         share_trunk (`bool`, defaults to `True`): Score with one trunk pass + K copies of the adapted top blocks. When
             the adapters cover the whole model, or the model's head cannot take a repeated batch, scoring falls back
             to K full passes (logged once).
@@ -111,6 +88,7 @@ class LoRAEnsemble(BatchedEstimator):
 
     The trainer's model is deep-copied before adapters are added: the model being trained is never modified. The merged
     weights are computed once, at the end of `fit`; call `refresh()` after changing the adapters or moving the model.
+    Fitted state: `model_`, and `member_rows_` (each member's resampled real-row indices, `None` without bootstrap).
     """
 
     def __init__(
@@ -122,6 +100,11 @@ class LoRAEnsemble(BatchedEstimator):
         share_trunk: bool = True,
         scoring: Literal["merged", "mixed_adapter_batch"] = "merged",
         first_token_only: bool = False,
+        rank: int = 8,
+        adapter_init: AdapterInit = "zero_b",
+        head_init: HeadInit = "trained",
+        bootstrap: bool = False,
+        num_train_epochs: float | None = None,
     ):
         if num_members < 2:
             raise ValueError(f"LoRAEnsemble needs at least 2 adapters to measure disagreement, got {num_members}.")
@@ -129,6 +112,20 @@ class LoRAEnsemble(BatchedEstimator):
             raise ValueError(f"scoring must be one of {', '.join(map(repr, _SCORING_MODES))}, got {scoring!r}.")
         if first_token_only and scoring != "merged":
             raise ValueError(f"first_token_only=True is an option of scoring='merged', not of scoring={scoring!r}.")
+        if adapter_init not in ADAPTER_INITS:
+            raise ValueError(f"adapter_init must be one of {list(ADAPTER_INITS)}, got {adapter_init!r}.")
+        if head_init not in HEAD_INITS:
+            raise ValueError(f"head_init must be one of {list(HEAD_INITS)}, got {head_init!r}.")
+        if isinstance(num_adapted_layers, bool) or not isinstance(num_adapted_layers, int) or num_adapted_layers < 1:
+            raise ValueError(
+                f"num_adapted_layers must be an int >= 1 (top blocks with adapters), got {num_adapted_layers!r}."
+            )
+        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+            raise ValueError(f"rank must be an int >= 1 (the LoRA rank r), got {rank!r}.")
+        if num_train_epochs is not None and not num_train_epochs > 0:
+            raise ValueError(
+                f"num_train_epochs must be > 0, or None for the trainer's member epochs; got {num_train_epochs!r}."
+            )
         self.num_members = num_members
         self.lora_config = lora_config
         self.num_adapted_layers = num_adapted_layers
@@ -136,6 +133,11 @@ class LoRAEnsemble(BatchedEstimator):
         self.share_trunk = share_trunk
         self.scoring = scoring
         self.first_token_only = first_token_only
+        self.rank = rank
+        self.adapter_init = adapter_init
+        self.head_init = head_init
+        self.bootstrap = bootstrap
+        self.num_train_epochs = num_train_epochs
 
     @property
     def adapter_names(self) -> list[str]:
@@ -147,22 +149,57 @@ class LoRAEnsemble(BatchedEstimator):
         if isinstance(base, PeftModel):
             base = base.merge_and_unload()
         base.requires_grad_(False)
-        config = self.lora_config or default_lora_config(base, trainer.num_labels, self.num_adapted_layers)
+        config = self.lora_config or default_lora_config(
+            base, trainer.num_labels, self.num_adapted_layers, self.rank, self.adapter_init
+        )
         names = self.adapter_names
-        torch.manual_seed(self.seed)
-        peft_model = get_peft_model(base, copy.deepcopy(config), adapter_name=names[0])
-        for member, name in enumerate(names[1:], start=1):
-            torch.manual_seed(self.seed + member)
-            peft_model.add_adapter(name, copy.deepcopy(config))
+        peft_model: PeftModel | None = None
+        for member, name in enumerate(names):
+            torch.manual_seed(self.seed + member)  # each adapter's A (and B) draws from its own seed
+            if peft_model is None:
+                peft_model = get_peft_model(base, copy.deepcopy(config), adapter_name=name)
+            else:
+                peft_model.add_adapter(name, copy.deepcopy(config))
+            if self.head_init == "random":
+                reinit_member_heads(peft_model, name, seed=self.seed + member)
         if self.first_token_only:  # fail before training the adapters
-            self._check_first_token_only(peft_model, self._find_split_module(peft_model) if self.share_trunk else None)
+            self._check_first_token_only(peft_model, self._find_split(peft_model)[0] if self.share_trunk else None)
+        self.member_rows_: list[list[int] | None] = []
         for member, name in enumerate(names):
             peft_model.set_adapter(name)
-            trainer.train_member(peft_model, seed=self.seed + member, name=f"lora_ensemble_{name}")
+            self.member_rows_.append(self._train_member(trainer, peft_model, member, name))
         peft_model.eval()
         self.model_ = peft_model
         self.refresh()
         return self
+
+    def _train_member(self, trainer: FitContext, model: PeftModel, member: int, name: str) -> list[int] | None:
+        """Trains the active adapter (on its bootstrap resample, for its epochs); returns the resampled rows."""
+        seed, run_name = self.seed + member, f"lora_ensemble_{name}"
+        if not self.bootstrap and self.num_train_epochs is None:
+            trainer.train_member(model, seed=seed, name=run_name)
+            return None
+        if not isinstance(trainer, MemberDataContext):
+            if member == 0:
+                logger.warning(
+                    "LoRAEnsemble(bootstrap=%s, num_train_epochs=%s) needs a context with `restrict_real_rows` and "
+                    "`training_args` (the trainer); %s has neither, so adapters train on its rows with its member "
+                    "epochs.",
+                    self.bootstrap,
+                    self.num_train_epochs,
+                    type(trainer).__name__,
+                )
+            trainer.train_member(model, seed=seed, name=run_name)
+            return None
+        kwargs: dict[str, Any] = {}
+        if self.num_train_epochs is not None:
+            output_dir = str(Path(trainer.args.output_dir) / "members" / run_name)
+            member_args = trainer.args.member_args(seed, output_dir=output_dir)
+            kwargs["training_args"] = dataclasses.replace(member_args, num_train_epochs=self.num_train_epochs)
+        rows = bootstrap_rows(len(trainer.real_train_dataset), seed) if self.bootstrap else None
+        with trainer.restrict_real_rows(rows) if rows is not None else nullcontext():
+            trainer.train_member(model, seed=seed, name=run_name, **kwargs)
+        return rows
 
     def refresh(self) -> LoRAEnsemble:
         """Recomputes the shared-trunk split and, with `scoring="merged"`, the per-member merged weights.
@@ -177,7 +214,7 @@ class LoRAEnsemble(BatchedEstimator):
             raise RuntimeError("LoRAEnsemble is not fitted yet: call `fit(trainer)` first.")
         if self.scoring not in _SCORING_MODES:
             raise ValueError(f"scoring must be one of {', '.join(map(repr, _SCORING_MODES))}, got {self.scoring!r}.")
-        self.split_module_ = self._find_split_module(self.model_) if self.share_trunk else None
+        self.split_module_, self.later_blocks_ = self._find_split(self.model_) if self.share_trunk else (None, [])
         if self.first_token_only:
             if self.scoring != "merged":
                 raise ValueError("first_token_only=True is an option of scoring='merged'.")
@@ -187,15 +224,16 @@ class LoRAEnsemble(BatchedEstimator):
         return self
 
     @staticmethod
-    def _find_split_module(peft_model: PeftModel) -> nn.Module | None:
-        """The first block holding adapters, if every block below it is adapter-free (so the trunk is shared)."""
+    def _find_split(peft_model: PeftModel) -> tuple[nn.Module | None, list[nn.Module]]:
+        """The first block holding adapters and the blocks above it, if every block below it is adapter-free (so the
+        trunk is shared); else `(None, [])`."""
         blocks = find_block_list(peft_model.get_base_model())
         if blocks is None:
-            return None
+            return None, []
         adapted = [i for i, block in enumerate(blocks[1]) if any(isinstance(m, LoraLayer) for m in block.modules())]
         if not adapted or adapted[0] == 0:
-            return None
-        return blocks[1][adapted[0]]
+            return None, []
+        return blocks[1][adapted[0]], list(blocks[1][adapted[0] + 1 :])
 
     @staticmethod
     def _check_first_token_only(peft_model: PeftModel, split_module: nn.Module | None) -> None:
@@ -214,8 +252,11 @@ class LoRAEnsemble(BatchedEstimator):
                 self.adapter_names,
                 batch_size,
                 first_token_only=self.first_token_only,
+                later_blocks=self.later_blocks_,
             )
-        return mixed_adapter_batch(self.model_, self.split_module_, self.adapter_names, batch_size)
+        return mixed_adapter_batch(
+            self.model_, self.split_module_, self.adapter_names, batch_size, later_blocks=self.later_blocks_
+        )
 
     def member_logits(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         """Each adapter's logits for one batch, shaped `[B, C, K]`; differentiable w.r.t. the inputs."""

@@ -1,8 +1,8 @@
-"""How `LoRAEnsemble` scores one batch with all K adapters at once: the repeated-batch machinery.
+"""How `LoRAEnsemble` scores one batch with all K adapters at once: merged per-member weights.
 
-The trunk below the first adapted block is shared by every member, so it runs once; a forward pre-hook on that block
-(the *split block*) repeats its input K times along the batch axis, member-major: rows `k*B:(k+1)*B` belong to
-adapter k. Two ways then route each copy through its own adapter:
+The trunk below the first adapted block is shared by every member, so it runs once; forward pre-hooks on that block
+(the *split block*) and on every block above it repeat their inputs K times along the batch axis, member-major: rows
+`k*B:(k+1)*B` belong to adapter k (see `lora_repeat`). Two ways then route each copy through its own adapter:
 
 * `mixed_adapter_batch` (peft's mixed-adapter batches): every LoRA layer receives `adapter_names` (K x B names) and
   peft's `_mixed_batch_forward` runs the base linear over the K x B rows, then for each adapter gathers its rows
@@ -33,7 +33,7 @@ the base weights, or their device or dtype change. They cost K copies of the ada
 from __future__ import annotations
 
 import types
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -42,9 +42,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from peft.tuners.lora import Linear as LoraLinear
-from peft.tuners.lora import LoraLayer
-from peft.utils.other import AuxiliaryTrainingWrapper, ModulesToSaveWrapper
+from peft.utils.other import ModulesToSaveWrapper
 from torch import nn
+
+from .lora_repeat import (
+    RepeatedBatchError,
+    SharedInputs,
+    mixed_adapter_batch,
+    repeat_batch_hooks,
+    route_by_adapter_names,
+)
 
 __all__ = [
     "RepeatedBatchError",
@@ -56,10 +63,6 @@ __all__ = [
     "plan_merged_layers",
     "plan_modules_to_save",
 ]
-
-
-class RepeatedBatchError(RuntimeError):
-    """A merged layer was given a batch that is not the K-fold repeated one (e.g. a LoRA layer below the split)."""
 
 
 @dataclass
@@ -86,84 +89,9 @@ class _MergedLinear:
     rank: int = 0
 
 
-class _SharedInputs:
-    """The tensors the split-block hook produced by repeating the trunk output (their K member blocks are identical)."""
-
-    def __init__(self, batch_size: int) -> None:
-        self.batch_size = batch_size
-        self.tensors: list[torch.Tensor] = []
-
-    def holds(self, x: torch.Tensor) -> bool:
-        return any(x is tensor for tensor in self.tensors)
-
-
-# --------------------------------------------------------------------------------------------- repeated batches
-def _repeat_batch(value: Any, batch_size: int, repeats: int) -> Any:
-    """`value` repeated `repeats` times along the batch axis when it is a batch-first tensor (or a tuple of them)."""
-    if isinstance(value, torch.Tensor) and value.ndim >= 2 and value.shape[0] == batch_size:
-        return value.repeat(repeats, *([1] * (value.ndim - 1)))
-    if isinstance(value, tuple):  # e.g. rotary (cos, sin) position embeddings
-        return tuple(_repeat_batch(item, batch_size, repeats) for item in value)
-    return value
-
-
-def _expand_batch_hook(module, args, kwargs, *, batch_size: int, repeats: int, shared: _SharedInputs | None = None):
-    args = tuple(_repeat_batch(arg, batch_size, repeats) for arg in args)
-    kwargs = {key: _repeat_batch(value, batch_size, repeats) for key, value in kwargs.items()}
-    if shared is not None:
-        # The hidden states are the first tensor argument: remember them, their member blocks are identical.
-        first = args[0] if args else kwargs.get("hidden_states")
-        shared.tensors = [first] if isinstance(first, torch.Tensor) else []
-    return args, kwargs
-
-
-def _adapter_names_hook(module, args, kwargs, *, adapter_names: list[str]):
-    kwargs["adapter_names"] = adapter_names
-    return args, kwargs
-
-
-def _route_by_adapter_names(modules: Iterable[nn.Module], adapter_names: list[str]) -> list[Any]:
-    """Hooks handing peft's `adapter_names` to every LoRA layer and auxiliary wrapper of `modules`."""
-    hook = partial(_adapter_names_hook, adapter_names=adapter_names)
-    return [
-        module.register_forward_pre_hook(hook, with_kwargs=True)
-        for module in modules
-        if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper))
-    ]
-
-
-@contextmanager
-def mixed_adapter_batch(
-    model: nn.Module, split_module: nn.Module, adapter_names: list[str], batch_size: int
-) -> Iterator[None]:
-    """Scores one batch with every adapter through peft's mixed-adapter batches.
-
-    Inside the context, a forward pass of `model` on a batch of `batch_size` rows repeats the input of `split_module`
-    once per adapter (member-major) and routes copy k through `adapter_names[k]`.
-
-    Args:
-        model (`nn.Module`): The peft model holding the adapters.
-        split_module (`nn.Module`): The first block holding adapters (everything below it is shared).
-        adapter_names (`list[str]`): The K adapters, in member order.
-        batch_size (`int`): Rows of the batch about to be scored.
-    """
-    repeats = len(adapter_names)
-    handles = [
-        split_module.register_forward_pre_hook(
-            partial(_expand_batch_hook, batch_size=batch_size, repeats=repeats), with_kwargs=True
-        )
-    ]
-    handles += _route_by_adapter_names(model.modules(), [name for name in adapter_names for _ in range(batch_size)])
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 # ----------------------------------------------------------------------------------------------- merged forward
 def _merged_linear_forward(
-    module: nn.Module, x: torch.Tensor, *args: Any, merged: _MergedLinear, members: int, shared: _SharedInputs, **_
+    module: nn.Module, x: torch.Tensor, *args: Any, merged: _MergedLinear, members: int, shared: SharedInputs, **_
 ) -> torch.Tensor:
     """Replaces the forward of one planned layer for a member-major repeated batch."""
     if x.shape[0] != members * shared.batch_size:
@@ -346,11 +274,12 @@ def merged_adapter_batch(
     adapter_names: list[str],
     batch_size: int,
     first_token_only: bool = False,
+    later_blocks: Sequence[nn.Module] = (),
 ) -> Iterator[None]:
     """Scores one batch with every adapter through per-member merged weights.
 
     Inside the context, a forward pass of `model` on a batch of `batch_size` rows repeats the input of `split_module`
-    once per adapter (member-major); every planned layer runs its merged weights over the repeated batch, and every
+    (and the per-batch inputs of `later_blocks`) once per adapter, member-major; every planned layer runs its merged weights over the repeated batch, and every
     other LoRA layer or wrapper gets peft's `adapter_names` routing. The patched forwards are restored on exit.
 
     Args:
@@ -361,16 +290,13 @@ def merged_adapter_batch(
         batch_size (`int`): Rows of the batch about to be scored.
         first_token_only (`bool`, defaults to `False`): Compute only token 0 in `split_module` (check it applies with
             `check_first_token_only` first).
+        later_blocks (`Sequence[nn.Module]`, defaults to `()`): The blocks above `split_module` in the block stack.
 
     A planned layer given a batch that is not the repeated one raises `RepeatedBatchError`.
     """
     members = len(adapter_names)
-    shared = _SharedInputs(batch_size)
-    handles = [
-        split_module.register_forward_pre_hook(
-            partial(_expand_batch_hook, batch_size=batch_size, repeats=members, shared=shared), with_kwargs=True
-        )
-    ]
+    shared = SharedInputs(batch_size)
+    handles = repeat_batch_hooks(split_module, later_blocks, batch_size, members, shared)
     replaced: dict[nn.Module, Any] = {}
 
     def replace_forward(module: nn.Module, forward: Any) -> None:
@@ -387,7 +313,7 @@ def merged_adapter_batch(
                 unplanned.append(module)
             else:
                 replace_forward(module, partial(_merged_linear_forward, merged=plan, members=members, shared=shared))
-        handles += _route_by_adapter_names(unplanned, [name for name in adapter_names for _ in range(batch_size)])
+        handles += route_by_adapter_names(unplanned, [name for name in adapter_names for _ in range(batch_size)])
         yield
     finally:
         for module, previous in replaced.items():
