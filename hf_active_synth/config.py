@@ -109,7 +109,8 @@ class ActiveSynthesisConfig(TrainingArguments):
             "help": "Where targets come from: 'train' (the labelled rows, scored by the estimator fitted on them), "
             "'crossfit' (each labelled row scored by a fresh estimator fitted on the other crossfit_folds - 1 folds "
             "and every synthetic row: crossfit_folds extra fits per cycle, see crossfit.py) or 'pool' (the "
-            "unlabelled pool_dataset, which the recipes pass: targets carry the ensemble's pseudo-label)."
+            "unlabelled pool_dataset, which the recipes pass: targets carry the ensemble's pseudo-label) or "
+            "'pseudo_labelled_pool' (a pool_dataset labelled outside the loop: the image recipe's label spreading)."
         },
     )
     crossfit_folds: int = field(default=5, metadata={"help": "target_source='crossfit': number of folds, k."})

@@ -130,6 +130,11 @@ class CycleStagesMixin(_TrainerBase):
                 "`target_source='pool'` targets an unlabelled pool: pass `pool_dataset=` (real rows outside "
                 "train_dataset; their labels are never read), or use target_source='train' or 'crossfit'."
             )
+        if source == "pseudo_labelled_pool" and own_pool:
+            raise ValueError(
+                "`target_source='pseudo_labelled_pool'` targets pool rows labelled outside the loop: pass them as "
+                "`pool_dataset=` (the image recipe does, from label spreading), or use target_source='pool'."
+            )
         if source == "crossfit" and not own_pool:
             raise ValueError(
                 "`target_source='crossfit'` targets the labelled training rows, so `pool_dataset` would go unused: "

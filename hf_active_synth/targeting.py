@@ -27,8 +27,10 @@ if TYPE_CHECKING:
 
 TargetStrategy = Literal["uncertain", "random"]
 """Values of `target_strategy`: the most uncertain real examples of each class, or seeded random ones."""
-TargetSource = Literal["train", "crossfit", "pool"]
+TargetSource = Literal["train", "crossfit", "pool", "pseudo_labelled_pool"]
 """Values of `target_source`: where targets come from and how they are scored (see the module docstring)."""
+POOL_TARGET_SOURCES: tuple[str, ...] = ("pool", "pseudo_labelled_pool")
+"""The sources whose targets are rows of a separate `pool_dataset` (scored by members that never trained on it)."""
 ClassBudget = Literal["equal", "uncertainty"]
 """Values of `class_budget`: the cycle's budget split equally over classes, or by each class's mean uncertainty."""
 TARGET_STRATEGIES: tuple[str, ...] = get_args(TargetStrategy)
@@ -49,7 +51,8 @@ class TargetingSettings:
         target_strategy (`str`, defaults to `"uncertain"`): `"uncertain"`: the highest acquisition scores of each
             class; `"random"`: seeded random examples of each class (the random baselines).
         target_source (`str`, defaults to `"train"`): With `"pool"` the pool's label column is never read: a row's
-            class is its ensemble pseudo-label ([`pseudo_labels`]); otherwise it is the row's label.
+            class is its ensemble pseudo-label ([`pseudo_labels`]); otherwise it is the row's label (with
+            `"pseudo_labelled_pool"` a pseudo-label given by a labeller outside the loop, e.g. label spreading).
         pseudo_label_min_confidence (`float`, defaults to 0.5): With `target_source="pool"`, rows whose
             ensemble-mean probability of their pseudo-label is below this are never targets.
         class_budget (`str`, defaults to `"equal"`): `"equal"`: the budget is split evenly over all targets;

@@ -236,6 +236,8 @@ def test_target_source_mismatches_fail_before_training(tmp_path):
     pool = make_vector_dataset(12, seed=3)
     with pytest.raises(ValueError, match="pool_dataset="):
         vector_trainer(tmp_path, target_source="pool")._check_ready_for_cycles()
+    with pytest.raises(ValueError, match="labelled outside the loop"):
+        vector_trainer(tmp_path, target_source="pseudo_labelled_pool")._check_ready_for_cycles()
     crossfit = ActiveSynthesisTrainer(
         model=TinyMLP(),
         args=make_args(tmp_path, input_column="features", target_source="crossfit"),
@@ -287,6 +289,17 @@ def test_pool_targets_never_read_the_true_labels_and_respect_the_gate():
     # With the gate open, those rows compete again; with it shut, nothing is a target.
     assert gated_out & {t.example_id for t in choose_targets(logits, pool, settings(target_source="pool"), 1)}
     assert choose_targets(logits, pool, settings(target_source="pool", pseudo_label_min_confidence=1.0), 1) == []
+
+
+def test_pseudo_labelled_pool_targets_carry_the_given_labels():
+    pool, logits = pool_and_logits(num_rows=40)
+    relabelled = pool.map(lambda row, index: {"label": index % 3}, with_indices=True)
+    targets = choose_targets(logits, relabelled, settings(target_source="pseudo_labelled_pool"), seed=1)
+    assert targets and all(target.label == target.example_id % 3 for target in targets)
+    # Unlike target_source="pool", the ensemble's own pseudo-label plays no part.
+    ensemble = choose_targets(logits, relabelled, settings(target_source="pool"), seed=1)
+    assert {(t.example_id, t.label) for t in targets} != {(t.example_id, t.label) for t in ensemble}
+    assert any(target.label != target.example_id % 3 for target in ensemble)
 
 
 def test_the_recipes_pass_their_pool_only_for_pool_targets(tmp_path):

@@ -7,7 +7,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from hf_active_synth.recipes.image_classification import ImageScriptArguments, _ddpm_training_images
+from hf_active_synth.recipes.image_classification import (
+    ImageScriptArguments,
+    _ddpm_training_images,
+    _pseudo_labelled_pool,
+)
 from hf_active_synth.tasks.digits import split_digits
 from hf_active_synth.tasks.pseudo_labels import pseudo_label_images
 
@@ -57,23 +61,39 @@ def test_empty_sets_are_refused(digits_splits):
 
 def test_recipe_trains_the_ddpm_on_labelled_plus_confident_pool(digits_splits):
     train, pool = digits_splits["train"], digits_splits["pool"]
-    config = SimpleNamespace(input_column="image", label_column="label")
-    labelled_only = _ddpm_training_images(
-        SimpleNamespace(ddpm_training_images="labelled", ddpm_pseudo_label_confidence=0.9), config, train, pool
-    )
-    assert labelled_only is train
-    both = _ddpm_training_images(
-        SimpleNamespace(ddpm_training_images="labelled_and_pool", ddpm_pseudo_label_confidence=0.9),
-        config,
-        train,
-        pool,
-    )
+    config = SimpleNamespace(input_column="image", label_column="label", target_source="train")
+    labelled_only = SimpleNamespace(ddpm_training_images="labelled", label_spreading_min_confidence=0.9)
+    assert _pseudo_labelled_pool(labelled_only, config, train, pool) is None  # not needed, not computed
+    assert _ddpm_training_images(labelled_only, config, train, None) is train
+
+    with_pool = SimpleNamespace(ddpm_training_images="labelled_and_pool", label_spreading_min_confidence=0.9)
+    pseudo = _pseudo_labelled_pool(with_pool, config, train, pool)
     kept = pseudo_label_images(train, pool, min_confidence=0.9)
+    assert pseudo["label"] == kept.dataset["label"]
+    both = _ddpm_training_images(with_pool, config, train, pseudo)
     assert len(both) == len(train) + len(kept.rows)
     assert both.features["label"] == train.features["label"]  # the ClassLabel survives, so the DDPM sees classes
     assert both["label"][: len(train)] == train["label"]
 
+    # Pool targets labelled by label spreading need the pseudo-labelled pool even with a labelled-only DDPM.
+    config.target_source = "pseudo_labelled_pool"
+    assert len(_pseudo_labelled_pool(labelled_only, config, train, pool)) == len(kept.rows)
+
+
+def test_target_pool_follows_the_target_source(digits_splits):
+    from hf_active_synth.recipes.base import Recipe, RecipeTask
+
+    train, pool = digits_splits["train"], digits_splits["pool"]
+    task = RecipeTask(train, pool, pool, pool, [], make_model=lambda seed: None, generator=None)
+    config = lambda source: SimpleNamespace(target_source=source)  # noqa: E731
+    assert Recipe.target_pool(task, config("train")) is None
+    assert Recipe.target_pool(task, config("pool")) is pool
+    with pytest.raises(ValueError, match="only the image recipe"):
+        Recipe.target_pool(task, config("pseudo_labelled_pool"))
+    task.pseudo_labelled_pool = pool.select(range(5))
+    assert Recipe.target_pool(task, config("pseudo_labelled_pool")) is task.pseudo_labelled_pool
+
 
 def test_recipe_refuses_a_confidence_outside_the_unit_interval():
-    with pytest.raises(ValueError, match="ddpm_pseudo_label_confidence"):
-        ImageScriptArguments(ddpm_pseudo_label_confidence=1.5)
+    with pytest.raises(ValueError, match="label_spreading_min_confidence"):
+        ImageScriptArguments(label_spreading_min_confidence=1.5)

@@ -57,6 +57,9 @@ class RecipeTask:
         audit_data (`datasets.Dataset`, *optional*): Real labelled rows outside the test split that the independent
             label oracle learns from; defaults to train ∪ validation ∪ pool.
         oracle ([`OracleAudit`], *optional*): The fitted label oracle (set by [`Recipe.prepare_task`]).
+        pseudo_labelled_pool (`datasets.Dataset`, *optional*): Pool rows whose label column holds a pseudo-label
+            from a labeller outside the loop (the image recipe's label spreading): the targets of
+            `target_source="pseudo_labelled_pool"`.
     """
 
     train: Dataset
@@ -70,6 +73,7 @@ class RecipeTask:
     preprocess: Preprocess | None = None
     audit_data: Dataset | None = None
     oracle: OracleAudit | None = None
+    pseudo_labelled_pool: Dataset | None = None
 
     def oracle_training_rows(self) -> Dataset:
         """The rows the label oracle is fitted on: `audit_data`, or train ∪ validation ∪ pool."""

@@ -108,9 +108,12 @@ class ImageScriptArguments(RunModeArguments):
             "enough (never validation or test images; the pool's labels are never read)."
         },
     )
-    ddpm_pseudo_label_confidence: float = field(
+    label_spreading_min_confidence: float = field(
         default=0.9,
-        metadata={"help": "labelled_and_pool: keep a pool image when its pseudo-label has at least this probability."},
+        metadata={
+            "help": "Label spreading (for the DDPM's labelled_and_pool and target_source 'pseudo_labelled_pool'): "
+            "keep a pool image when its pseudo-label has at least this probability."
+        },
     )
     num_inference_steps: int = field(default=25, metadata={"help": "Denoising steps per sample."})
     guidance_scale: float = field(default=0.2, metadata={"help": "Weight of the ensemble-disagreement gradient."})
@@ -161,9 +164,9 @@ class ImageScriptArguments(RunModeArguments):
         check_label_safety(self.label_floor, self.guidance_normalization)
         if not 0.0 < self.guidance_window <= 1.0:
             raise ValueError(f"`--guidance_window` is a share of the steps in (0, 1], got {self.guidance_window}.")
-        if not 0.0 <= self.ddpm_pseudo_label_confidence < 1.0:
+        if not 0.0 <= self.label_spreading_min_confidence < 1.0:
             raise ValueError(
-                f"`--ddpm_pseudo_label_confidence` must be in [0, 1), got {self.ddpm_pseudo_label_confidence}."
+                f"`--label_spreading_min_confidence` must be in [0, 1), got {self.label_spreading_min_confidence}."
             )
         for name in ("min_label_probability", "realism_quantile"):
             value = getattr(self, name)
@@ -234,7 +237,8 @@ def load_task(
         preprocess = None
         to_model_inputs = _differentiable_processor(processing_class)
 
-    generator = _make_generator(script_args, config, train, pool, to_model_inputs)
+    pseudo_labelled = _pseudo_labelled_pool(script_args, config, train, pool)
+    generator = _make_generator(script_args, config, train, pseudo_labelled, to_model_inputs)
     return RecipeTask(
         train,
         validation,
@@ -245,6 +249,7 @@ def load_task(
         generator,
         processing_class=processing_class,
         preprocess=preprocess,
+        pseudo_labelled_pool=pseudo_labelled,
     )
 
 
@@ -264,32 +269,43 @@ def _differentiable_processor(processor: Any):
     return to_model_inputs
 
 
-def _ddpm_training_images(script_args, config, train: Dataset, pool: Dataset) -> Dataset:
-    """The labelled images, plus the confidently pseudo-labelled pool with `labelled_and_pool`."""
-    if script_args.ddpm_training_images == "labelled":
-        return train
+def _pseudo_labelled_pool(script_args, config, train: Dataset, pool: Dataset) -> Dataset | None:
+    """The pool images whose label-spreading pseudo-label is confident enough, labelled with it, when the DDPM or
+    the targets need them (`--ddpm_training_images labelled_and_pool`, `target_source: pseudo_labelled_pool`)."""
+    needed = script_args.ddpm_training_images == "labelled_and_pool" or (
+        config.target_source == "pseudo_labelled_pool"
+    )
+    if not needed:
+        return None
     columns = [config.input_column, config.label_column]
     pseudo = pseudo_label_images(
         train.select_columns(columns),
-        pool.select_columns([config.input_column]),
+        pool.select_columns([config.input_column]),  # the pool's labels are never handed over
         image_column=config.input_column,
         label_column=config.label_column,
-        min_confidence=script_args.ddpm_pseudo_label_confidence,
+        min_confidence=script_args.label_spreading_min_confidence,
     )
     logger.info(
-        "DDPM training images: %d labelled + %d of %d pool images pseudo-labelled with confidence >= %.2f.",
-        len(train),
+        "Label spreading kept %d of %d pool images (pseudo-label confidence >= %.2f).",
         len(pseudo.rows),
         pseudo.num_unlabelled,
-        script_args.ddpm_pseudo_label_confidence,
+        script_args.label_spreading_min_confidence,
     )
-    labelled = train.select_columns(columns)
-    return concatenate_datasets([labelled, pseudo.dataset.cast(labelled.features)])
+    return pseudo.dataset.cast(train.select_columns(columns).features)
 
 
-def _make_generator(script_args, config, train: Dataset, pool: Dataset, to_model_inputs) -> DiffusionGenerator:
+def _ddpm_training_images(script_args, config, train: Dataset, pseudo_labelled: Dataset | None) -> Dataset:
+    """The labelled images, plus the confidently pseudo-labelled pool with `labelled_and_pool`."""
+    if script_args.ddpm_training_images == "labelled":
+        return train
+    return concatenate_datasets([train.select_columns([config.input_column, config.label_column]), pseudo_labelled])
+
+
+def _make_generator(
+    script_args, config, train: Dataset, pseudo_labelled: Dataset | None, to_model_inputs
+) -> DiffusionGenerator:
     if script_args.pipeline_name_or_path is None:
-        images = _ddpm_training_images(script_args, config, train, pool)
+        images = _ddpm_training_images(script_args, config, train, pseudo_labelled)
         # Train once (main process first), then every process loads the cached pipeline.
         with PartialState().main_process_first():
             pipeline = train_class_conditional_ddpm(
