@@ -6,7 +6,7 @@ so runs are reused and resumed). The table reads only validation figures (never 
 
 * `val_acc`: validation accuracy of the model each run hands back (its `loaded_cycle`), per method, mean over pairs;
 * `method - baseline`: the paired difference of that figure within the variant (same seed and split), with the
-  95 % t interval and wins;
+  95 % t interval and wins, for every method but the baseline (`--methods` adds the ablations);
 * `oracle`: mean oracle label agreement of the accepted samples over the cycles (the independent label audit);
 * `vs <reference>`: each method's paired validation difference against the same method in the reference variant.
 
@@ -118,13 +118,15 @@ def difference_cell(runs_a: dict, runs_b: dict) -> str:
     return f"{result.mean:+.4f}{interval} ({result.wins}/{result.n})"
 
 
-def table(spec: dict[str, Any], root: Path) -> tuple[str, dict[str, Any]]:
-    methods = spec["methods"]
-    method, baseline = spec.get("contrast", methods[-1]), spec.get("baseline", methods[0])
+def table(spec: dict[str, Any], root: Path, methods: list[str] | None = None) -> tuple[str, dict[str, Any]]:
+    """The markdown table (one row per variant with finished runs) and its per-run data."""
+    methods = list(methods or spec["methods"])
+    baseline = spec.get("baseline", methods[0])
+    contrasts = [name for name in methods if name != baseline]
     reference = spec.get("reference", next(iter(spec["variants"])))
     reference_runs = collect(root, reference, methods)
-    header = ["variant", "pairs"]
-    header += [f"val_acc {name}" for name in methods] + [f"{method} − {baseline}"]
+    header = ["variant", "pairs"] + [f"val_acc {name}" for name in methods]
+    header += [f"{name} − {baseline}" for name in contrasts]
     header += [f"oracle {name}" for name in methods] + [f"{name} vs {reference}" for name in methods]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     data: dict[str, Any] = {}
@@ -137,7 +139,7 @@ def table(spec: dict[str, Any], root: Path) -> tuple[str, dict[str, Any]]:
         for name in methods:
             values = [figures["val_acc"] for figures in runs.get(name, {}).values()]
             cells.append(f"{mean(values):.4f}" if values else "–")
-        cells.append(difference_cell(runs.get(method, {}), runs.get(baseline, {})))
+        cells += [difference_cell(runs.get(name, {}), runs.get(baseline, {})) for name in contrasts]
         for name in methods:
             values = [f["oracle"] for f in runs.get(name, {}).values() if f["oracle"] is not None]
             cells.append(f"{mean(values):.3f}" if values else "–")
@@ -164,12 +166,13 @@ def main() -> None:
     show.add_argument("--variants", required=True)
     show.add_argument("--root", required=True, type=Path)
     show.add_argument("--output", type=Path, default=None, help="Write the table (.md) and its runs (.json) here.")
+    show.add_argument("--methods", nargs="*", default=None, help="Tabulate these methods (default: the file's).")
     args = parser.parse_args()
     spec = load_variants(args.variants)
     if args.command == "run":
         run_variant(spec, args.variant, args.root, args.split)
         return
-    markdown, data = table(spec, args.root)
+    markdown, data = table(spec, args.root, args.methods)
     print(markdown)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
