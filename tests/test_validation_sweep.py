@@ -57,7 +57,7 @@ def test_the_table_pairs_validation_accuracy_and_ignores_test_and_unfinished_run
     rows = {line.split(" | ")[0].strip("| "): line for line in markdown.splitlines()[2:]}
     assert "+0.0100 [+0.0100, +0.0100] (3/3)" in rows["base"]  # active − random, every pair
     assert "+0.0200 [+0.0200, +0.0200] (3/3)" in rows["new"]  # each method against the reference variant
-    assert rows["new"].split(" | ")[1] == "3"
+    assert rows["new"].split(" | ")[1] == "3"  # the baseline's pairs
     assert set(data["new"]["runs"]["active_synthesis"]) == {"split-0/seed-0", "split-0/seed-1", "split-1/seed-0"}
 
 

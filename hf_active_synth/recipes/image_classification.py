@@ -1,8 +1,12 @@
-"""Image classification with diffusion-guided active synthesis (the code behind `recipes/image_classification.py`).
+"""Image classification with diffusion-based active synthesis (the code behind `recipes/image_classification.py`).
 
 Default (offline, embedded): scikit-learn's 8x8 digits with 10 labelled images per class, a tiny ResNet classifier,
-a deep ensemble, and a class-conditional DDPM trained on the real training split (cached in the output dir) whose
-sampling is guided towards ensemble disagreement while keeping the label.
+a deep ensemble, and a class-conditional DDPM (cached in the output dir). `recipes/configs/digits.yaml` trains that
+DDPM on the labelled images and on the unlabelled pool (`--ddpm_training_images labelled_and_pool`: pool images with a
+confident label-spreading pseudo-label), targets the pool images the ensemble is least sure of
+(`target_source: pseudo_labelled_pool`) and draws each synthetic image as an SDEdit of its target (`--strength`);
+ensemble-disagreement guidance during sampling (`guidance`, `--guidance_scale`, `--label_scale`) is available and off
+there, because it lowered validation accuracy in the sweep (`recipes/results/digits/sweep.md`).
 
 With hardware and network: `--dataset_name` (a Hub id or a local `imagefolder`), `--model_name_or_path` (any
 `AutoModelForImageClassification` checkpoint) and `--pipeline_name_or_path` (a Stable Diffusion checkpoint; prompts

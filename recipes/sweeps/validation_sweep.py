@@ -134,7 +134,7 @@ def table(spec: dict[str, Any], root: Path, methods: list[str] | None = None) ->
         runs = collect(root, variant, methods)
         if not runs:
             continue
-        pairs = len(set.intersection(*(set(runs.get(name, {})) for name in methods)))
+        pairs = len(runs.get(baseline, {}))  # the baseline's finished (seed, split) pairs
         cells = [variant, str(pairs)]
         for name in methods:
             values = [figures["val_acc"] for figures in runs.get(name, {}).values()]
