@@ -15,8 +15,9 @@ UncertaintyMethod = Literal["deep_ensemble", "lora_ensemble", "lora_ensemble_div
 
 # The LoRA ensemble whose members differ from the start (issue 13): random A and B, a re-initialised head per member,
 # a bootstrap resample of the real rows per member, adapters on the top 3 blocks. `benchmarks/bench_lora_uncertainty.py`
-# measured it, with `member_num_train_epochs=3`, well above the plain LoRA ensemble and a 5-member deep ensemble in
-# misclassification-detection AUROC on SST-2 dev (see `benchmarks/README.md`); scoring costs about 2x the plain one.
+# measured it, with `member_num_train_epochs=3`, above the plain LoRA ensemble and a 5-member deep ensemble in
+# misclassification-detection AUROC on SST-2 dev in both of 2 draws (see `benchmarks/README.md`); its scoring adapts
+# 3 blocks instead of 1, so it is slower.
 DIVERSE_LORA = {"adapter_init": "random", "head_init": "random", "bootstrap": True, "num_adapted_layers": 3}
 
 # name -> factory(num_members, seed).
