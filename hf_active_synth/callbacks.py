@@ -147,10 +147,19 @@ def default_cycle_callbacks(
     """
     callbacks: list[CycleCallback] = []
     if args.privacy_audit and args.synthesizes and real_dataset is not None:
+        from .privacy.distance import audited_modality
+
         if heldout_dataset is None:
             logger.warning(
                 "No privacy audit: it compares synthetic samples with held-out real rows, and the trainer has no "
                 "`eval_dataset`. Pass one, or set `privacy_audit=False` to silence this."
+            )
+        elif audited_modality(real_dataset.features, args.input_column) is None:
+            logger.warning(
+                "No privacy audit: it measures images (`datasets.Image`) and texts (string `Value`), and column %r is "
+                "%r. Set `privacy_audit=False` to silence this (a publishing gate, if set, then refuses to push).",
+                args.input_column,
+                real_dataset.features.get(args.input_column),
             )
         else:
             from .privacy import PrivacyAuditCallback, near_copy_rule

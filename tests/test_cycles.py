@@ -165,7 +165,7 @@ def test_works_with_a_peft_wrapped_model(tmp_path):
     assert (tmp_path / "run" / "cycle-1" / "checkpoint" / "adapter_config.json").is_file()
 
 
-def test_works_with_a_plain_module(tmp_path):
+def test_works_with_a_plain_module(tmp_path, caplog):
     class VectorGenerator:
         name = "vector-double"
 
@@ -205,9 +205,13 @@ def test_works_with_a_plain_module(tmp_path):
         eval_dataset=make_vector_dataset(32, seed=1),
         generator=VectorGenerator(),
     )
-    history = trainer.run_cycles()
+    with caplog.at_level("WARNING", logger="hf_active_synth.callbacks"):
+        history = trainer.run_cycles()
     assert history.cycles[1].num_accepted == 6
     assert history.cycles[1].eval_metrics["eval_accuracy"] > 0.6
+    # Vectors have no privacy distance: the run goes on without an audit, and says so.
+    assert history.cycles[1].privacy_audit == {}
+    assert any("No privacy audit" in record.getMessage() for record in caplog.records)
 
 
 def test_works_with_an_image_classifier(tmp_path):

@@ -30,6 +30,18 @@ MEASURES: dict[str, str] = {
 """The DCR measure of each modality, as cards and reports name it."""
 
 
+def audited_modality(features: Mapping[str, Any], input_column: str) -> Modality | None:
+    """The modality the audit measures `input_column` in, or `None` for a column it has no distance for (a missing
+    column, vectors, ...)."""
+    feature = features.get(input_column)
+    kind = type(feature).__name__
+    if kind == "Image":
+        return "image"
+    if kind == "Value" and getattr(feature, "dtype", None) in ("string", "large_string"):
+        return "text"
+    return None
+
+
 def infer_modality(features: Mapping[str, Any], input_column: str) -> Modality:
     """`"image"` when `input_column` is a `datasets.Image` feature, `"text"` when it holds strings.
 
@@ -39,11 +51,9 @@ def infer_modality(features: Mapping[str, Any], input_column: str) -> Modality:
     feature = features.get(input_column)
     if feature is None:
         raise ValueError(f"No column {input_column!r} in the features {list(features)}; set `input_column`.")
-    kind = type(feature).__name__
-    if kind == "Image":
-        return "image"
-    if kind == "Value" and getattr(feature, "dtype", None) in ("string", "large_string"):
-        return "text"
+    modality = audited_modality(features, input_column)
+    if modality is not None:
+        return modality
     raise ValueError(
         f"Column {input_column!r} is a {feature!r}: the privacy audit measures images (`datasets.Image`) or texts "
         "(string `Value`). Pass `modality=` explicitly if the column holds one of them in another form."
