@@ -62,11 +62,15 @@ def test_empty_sets_are_refused(digits_splits):
 def test_recipe_trains_the_ddpm_on_labelled_plus_confident_pool(digits_splits):
     train, pool = digits_splits["train"], digits_splits["pool"]
     config = SimpleNamespace(input_column="image", label_column="label", target_source="train")
-    labelled_only = SimpleNamespace(ddpm_training_images="labelled", label_spreading_min_confidence=0.9)
+    labelled_only = SimpleNamespace(
+        ddpm_training_images="labelled", label_spreading_min_confidence=0.9, pipeline_name_or_path=None
+    )
     assert _pseudo_labelled_pool(labelled_only, config, train, pool) is None  # not needed, not computed
     assert _ddpm_training_images(labelled_only, config, train, None) is train
 
-    with_pool = SimpleNamespace(ddpm_training_images="labelled_and_pool", label_spreading_min_confidence=0.9)
+    with_pool = SimpleNamespace(
+        ddpm_training_images="labelled_and_pool", label_spreading_min_confidence=0.9, pipeline_name_or_path=None
+    )
     pseudo = _pseudo_labelled_pool(with_pool, config, train, pool)
     kept = pseudo_label_images(train, pool, min_confidence=0.9)
     assert pseudo["label"] == kept.dataset["label"]
@@ -74,6 +78,10 @@ def test_recipe_trains_the_ddpm_on_labelled_plus_confident_pool(digits_splits):
     assert len(both) == len(train) + len(kept.rows)
     assert both.features["label"] == train.features["label"]  # the ClassLabel survives, so the DDPM sees classes
     assert both["label"][: len(train)] == train["label"]
+
+    # A pretrained pipeline learns nothing from the pool: no label spreading for it.
+    pretrained = SimpleNamespace(**{**vars(with_pool), "pipeline_name_or_path": "some/sd-checkpoint"})
+    assert _pseudo_labelled_pool(pretrained, config, train, pool) is None
 
     # Pool targets labelled by label spreading need the pseudo-labelled pool even with a labelled-only DDPM.
     config.target_source = "pseudo_labelled_pool"

@@ -275,10 +275,12 @@ def _differentiable_processor(processor: Any):
 
 def _pseudo_labelled_pool(script_args, config, train: Dataset, pool: Dataset) -> Dataset | None:
     """The pool images whose label-spreading pseudo-label is confident enough, labelled with it, when the DDPM or
-    the targets need them (`--ddpm_training_images labelled_and_pool`, `target_source: pseudo_labelled_pool`)."""
-    needed = script_args.ddpm_training_images == "labelled_and_pool" or (
-        config.target_source == "pseudo_labelled_pool"
+    the targets need them (`--ddpm_training_images labelled_and_pool` with the embedded DDPM, `target_source:
+    pseudo_labelled_pool`); a pretrained `--pipeline_name_or_path` trains nothing on them."""
+    trains_ddpm_on_pool = (
+        script_args.pipeline_name_or_path is None and script_args.ddpm_training_images == "labelled_and_pool"
     )
+    needed = trains_ddpm_on_pool or config.target_source == "pseudo_labelled_pool"
     if not needed:
         return None
     columns = [config.input_column, config.label_column]
