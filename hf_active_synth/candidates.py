@@ -24,6 +24,7 @@ from .columns import (
     SCORE_COLUMN,
     TARGET_ID_COLUMN,
     TARGET_UNCERTAINTY_COLUMN,
+    set_column,
 )
 from .filters import Filter, FilterContext
 from .generators.base import SynthesisTarget
@@ -144,9 +145,7 @@ def score_candidates(
         TARGET_UNCERTAINTY_COLUMN: [target_scores.get(t, float("nan")) for t in candidates[TARGET_ID_COLUMN]],
     }
     for column, values in columns.items():
-        if column in candidates.column_names:
-            candidates = candidates.remove_columns(column)
-        candidates = candidates.add_column(column, values)
+        candidates = set_column(candidates, column, values)
     return candidates
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "column_feature",
     "feature_type_name",
     "infer_columns",
+    "set_column",
 ]
 
 PREFIX = "synth_"
@@ -247,3 +248,20 @@ def build_candidates(
             data = data.add_column(name, list(values), feature=provenance_features[name])
         return data
     return Dataset.from_dict({**data, **provenance}, features=Features({**(features or {}), **provenance_features}))
+
+
+def set_column(dataset: Dataset, name: str, values: Sequence[Any], feature: Any = None) -> Dataset:
+    """`dataset` with column `name` set to `values` (replaced if it exists), typed `feature` when given.
+
+    `Dataset.add_column` fails on a zero-row selection of a dataset that already had a column added (its empty,
+    concatenated table cannot be concatenated again: "tables don't have the same number of rows", datasets 4.x), which
+    is what a filter sees once an earlier filter rejected every candidate; an empty dataset is rebuilt instead.
+    """
+    if name in dataset.column_names:
+        dataset = dataset.remove_columns(name)
+    if len(dataset) == 0:
+        if len(values):
+            raise ValueError(f"Column {name!r} has {len(values)} values for a dataset of 0 rows.")
+        features = Features({**dataset.features, name: feature if feature is not None else Value("float64")})
+        return Dataset.from_dict({column: [] for column in features}, features=features)
+    return dataset.add_column(name, list(values), feature=feature)

@@ -121,6 +121,17 @@ def test_filters_handle_empty_and_single_candidates(real):
     assert len(single) == 1 and math.isnan(single[REALISM_COLUMN][0])
 
 
+def test_filters_after_a_filter_that_rejected_every_candidate(real):
+    # What a filter sees when a label floor before it dropped everything: a zero-row selection of candidates that
+    # already carry added score columns (datasets cannot add a column to that table; the filters must not crash).
+    scored = _candidates(_noise_images(3)).add_column("synth_label_probability", [0.1, 0.2, 0.3])
+    rejected = scored.select(np.flatnonzero(np.array(scored["synth_label_probability"]) >= 0.5))
+    after_near_copy = NearCopyFilter()(rejected, _context(real))
+    after_realism = RealismFilter()(after_near_copy, _context(real))
+    assert len(after_realism) == 0
+    assert {NEAREST_REAL_DISTANCE_COLUMN, REALISM_COLUMN, "synth_label_probability"} <= set(after_realism.column_names)
+
+
 def test_filter_argument_errors(real):
     candidates = _candidates(_noise_images(3))
     with pytest.raises(ValueError, match=">= 0"):

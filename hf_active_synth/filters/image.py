@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import torch
 
-from ..columns import NEAREST_REAL_DISTANCE_COLUMN, REALISM_COLUMN, SCORE_COLUMN, column_feature
+from ..columns import NEAREST_REAL_DISTANCE_COLUMN, REALISM_COLUMN, SCORE_COLUMN, column_feature, set_column
 from ..image_utils import pil_to_tensor, to_pil_image
 from .base import FilterContext
 
@@ -60,9 +60,7 @@ def pairwise_distances(a: torch.Tensor, b: torch.Tensor, metric: Metric) -> torc
 def _with_column(candidates: Dataset, column: str, values: list[float]) -> Dataset:
     """`candidates` with the provenance column `column` set to `values`, typed as `hf_active_synth.columns` says."""
     # Re-running a filter (a resumed cycle) replaces its column instead of failing on a duplicate.
-    if column in candidates.column_names:
-        candidates = candidates.remove_columns(column)
-    return candidates.add_column(column, values, feature=column_feature(column))
+    return set_column(candidates, column, values, feature=column_feature(column))
 
 
 def _check_threshold(threshold: float, metric: str) -> None:

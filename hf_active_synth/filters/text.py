@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from scipy import sparse
 
-from ..columns import MAX_REAL_OVERLAP_COLUMN, SCORE_COLUMN
+from ..columns import MAX_REAL_OVERLAP_COLUMN, SCORE_COLUMN, set_column
 from .base import FilterContext
 
 if TYPE_CHECKING:
@@ -283,7 +283,5 @@ class RealNearCopyFilter:
     def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
         texts = _texts(candidates, context.input_column)
         overlap = self.max_real_overlap(texts, context)
-        if MAX_REAL_OVERLAP_COLUMN in candidates.column_names:
-            candidates = candidates.remove_columns(MAX_REAL_OVERLAP_COLUMN)
-        candidates = candidates.add_column(MAX_REAL_OVERLAP_COLUMN, overlap.tolist())
+        candidates = set_column(candidates, MAX_REAL_OVERLAP_COLUMN, overlap.tolist())
         return candidates.select(np.flatnonzero(overlap < self.max_overlap))
