@@ -61,6 +61,36 @@ def test_the_table_pairs_validation_accuracy_and_ignores_test_and_unfinished_run
     assert set(data["new"]["runs"]["active_synthesis"]) == {"split-0/seed-0", "split-0/seed-1", "split-1/seed-0"}
 
 
+def test_variants_without_runs_on_disk_come_from_an_earlier_tables_json(sweep, tmp_path):
+    spec_file = tmp_path / "sweep.yaml"
+    spec_file.write_text(
+        yaml.safe_dump(
+            {
+                "recipe": "text",
+                "config": "recipes/configs/sst2.yaml",
+                "methods": ["random_synthetic", "active_synthesis"],
+                "reference": "base",
+                "variants": {"base": {}, "new": {"prompt_style": "edit"}},
+            }
+        )
+    )
+    spec = sweep.load_variants(spec_file)
+    for index, (split, seed) in enumerate(((0, 0), (1, 0))):
+        write_run(tmp_path / "earlier", "base", "random_synthetic", split, seed, 0.70 + index / 100)
+        write_run(tmp_path / "earlier", "base", "active_synthesis", split, seed, 0.69 + index / 100)
+        write_run(tmp_path / "now", "new", "random_synthetic", split, seed, 0.72 + index / 100)
+        write_run(tmp_path / "now", "new", "active_synthesis", split, seed, 0.75 + index / 100)
+    # The earlier session's runs survive only as its table's JSON; this session has the new variant's runs.
+    _, earlier = sweep.table(spec, tmp_path / "earlier")
+    write_run(tmp_path / "now", "base", "active_synthesis", 0, 0, 0.0, finished=False)  # unfinished, not a run
+    markdown, data = sweep.table(spec, tmp_path / "now", previous=json.loads(json.dumps(earlier)))
+    rows = {line.split(" | ")[0].strip("| "): line for line in markdown.splitlines()[2:]}
+    assert "-0.0100 [-0.0100, -0.0100] (0/2)" in rows["base"]
+    assert "+0.0300 [+0.0300, +0.0300] (2/2)" in rows["new"]  # new − random
+    assert "+0.0600 [+0.0600, +0.0600] (2/2)" in rows["new"]  # active: new variant vs the earlier reference runs
+    assert data["base"] == earlier["base"]
+
+
 def test_a_variant_file_without_its_entries_is_refused(sweep, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"recipe": "image", "config": "x.yaml", "methods": []}))

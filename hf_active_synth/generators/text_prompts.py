@@ -1,6 +1,8 @@
 """The prompts of `TextGenerationGenerator`: templates, few-shot seed examples, and one prompt per candidate.
 
-Every prompt is few-shot: it shows the target's real example plus a few seeded draws from the other targets' examples
+Two styles (`PromptTemplates.style`): `"few_shot"` (the default) asks for a new text like a handful of examples;
+`"edit"` anchors each candidate on its target alone, asking for a close rewrite of that one text whose label is
+unmistakable (the text counterpart of SDEdit from the target image). In the few-shot style every prompt is few-shot: it shows the target's real example plus a few seeded draws from the other targets' examples
 of its label (`request.seed_examples`), whatever chose the targets (uncertainty, or chance for the random baselines).
 Only a target with no example to show (and no other examples of its label) gets the zero-shot prompt, which names the
 label alone. Every draw is seeded by (request seed, cycle, target, candidate index), so prompts do not depend on
@@ -14,7 +16,7 @@ import re
 import string
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -23,6 +25,9 @@ from .base import GenerationRequest, SynthesisTarget
 __all__ = ["PromptJob", "PromptTemplates", "PromptWriter", "seed_entry", "seed_similarity"]
 
 _PLACEHOLDERS = frozenset({"label", "domain", "examples", "num_examples"})
+_EDIT_PLACEHOLDERS = frozenset({"label", "domain", "text"})
+
+PromptStyle = Literal["few_shot", "edit"]
 
 
 @dataclass
@@ -44,6 +49,12 @@ class PromptTemplates:
             (e.g. `'"'` or `"Review:"` for base models without a chat template).
         domain (`str`, defaults to `"text"`): Fills `{domain}`: what kind of text the data is ("movie review",
             "news headline", ...). The default names no domain, so that no data set is described as another.
+        edit (`str`): User prompt of the `"edit"` style: placeholders `{text}` (the target's own example),
+            `{label}` and `{domain}`; should ask for a close rewrite of `{text}` that is unmistakably `{label}`.
+        style (`str`, defaults to `"few_shot"`): `"few_shot"` shows several examples of the label and asks for a new
+            one; `"edit"` shows the target's own example alone and asks for a minimal, label-clarifying rewrite (a
+            target without an example falls back to the few-shot prompts). The random baselines get the same style
+            from their random real examples.
     """
 
     few_shot: str = (
@@ -55,8 +66,20 @@ class PromptTemplates:
     system: str | None = None
     response_prefix: str = ""
     domain: str = "text"
+    edit: str = (
+        'Here is a {domain}:\n"{text}"\nRewrite it, keeping most of its words, so that it is unmistakably {label}. '
+        "Reply with the rewritten {domain} only."
+    )
+    style: PromptStyle = "few_shot"
 
     def __post_init__(self):
+        if self.style not in ("few_shot", "edit"):
+            raise ValueError(f"PromptTemplates.style must be 'few_shot' or 'edit', got {self.style!r}.")
+        if not {"text", "label"} <= _fields(self.edit) <= _EDIT_PLACEHOLDERS:
+            raise ValueError(
+                f"PromptTemplates.edit must use {{text}} and {{label}} and may use {{domain}}; got the placeholders "
+                f"{sorted(_fields(self.edit))}."
+            )
         for name in ("few_shot", "zero_shot", "system"):
             template = getattr(self, name)
             if template is None:
@@ -74,6 +97,10 @@ class PromptTemplates:
             )
         if _fields(self.example) != {"text"}:
             raise ValueError("PromptTemplates.example must use exactly the placeholder {text}, e.g. '- \"{text}\"'.")
+
+    def render_edit(self, label: str, text: str) -> str:
+        """The `"edit"`-style user prompt: a close rewrite of `text` that is unmistakably `label`."""
+        return self.edit.format(label=label, domain=self.domain, text=text)
 
     def render(self, label: str, examples: Sequence[str]) -> str:
         """The user prompt for one candidate: `few_shot` showing `examples`, or `zero_shot` when there are none."""
@@ -189,9 +216,16 @@ class PromptWriter:
         jobs = []
         for target in request.targets:
             label_name = self.label_name(target.label, request)
+            own = (target.example or "").strip() if isinstance(target.example, str) else ""
             for index in range(target.num_samples * request.candidates_per_sample):
-                examples, seed_ids = self.shots(target, request, index)
-                user_prompt = self.templates.render(label_name, examples)
+                if self.templates.style == "edit" and own:
+                    # The target alone: the copy check then compares each rewrite with the text it rewrites.
+                    examples = [own[: self.max_example_chars]]
+                    seed_ids = [target.example_id] if target.example_id is not None else []
+                    user_prompt = self.templates.render_edit(label_name, examples[0])
+                else:
+                    examples, seed_ids = self.shots(target, request, index)
+                    user_prompt = self.templates.render(label_name, examples)
                 jobs.append(
                     PromptJob(
                         target=target,

@@ -118,20 +118,42 @@ def difference_cell(runs_a: dict, runs_b: dict) -> str:
     return f"{result.mean:+.4f}{interval} ({result.wins}/{result.n})"
 
 
-def table(spec: dict[str, Any], root: Path, methods: list[str] | None = None) -> tuple[str, dict[str, Any]]:
-    """The markdown table (one row per variant with finished runs) and its per-run data."""
+def previous_runs(data: dict[str, Any], variant: str, methods: list[str]) -> dict[str, dict[tuple[int, int], Any]]:
+    """A variant's runs as an earlier `table --output` recorded them in its `.json` (same shape as [`collect`])."""
+    recorded = (data.get(variant) or {}).get("runs", {})
+    runs: dict[str, dict[tuple[int, int], Any]] = {}
+    for method in methods:
+        for key, figures in (recorded.get(method) or {}).items():
+            split, seed = (int(part.split("-")[1]) for part in key.split("/"))
+            runs.setdefault(method, {})[(split, seed)] = figures
+    return runs
+
+
+def table(
+    spec: dict[str, Any], root: Path, methods: list[str] | None = None, previous: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The markdown table (one row per variant with finished runs) and its per-run data.
+
+    `previous` (an earlier `table --output` JSON) supplies the runs of variants that have none under `root` (e.g.
+    run in an earlier session whose run folders are gone); a variant with runs under `root` is read from there only.
+    """
     methods = list(methods or spec["methods"])
+    previous = previous or {}
+
+    def variant_runs(variant: str) -> dict[str, dict[tuple[int, int], Any]]:
+        return collect(root, variant, methods) or previous_runs(previous, variant, methods)
+
     baseline = spec.get("baseline", methods[0])
     contrasts = [name for name in methods if name != baseline]
     reference = spec.get("reference", next(iter(spec["variants"])))
-    reference_runs = collect(root, reference, methods)
+    reference_runs = variant_runs(reference)
     header = ["variant", "pairs"] + [f"val_acc {name}" for name in methods]
     header += [f"{name} − {baseline}" for name in contrasts]
     header += [f"oracle {name}" for name in methods] + [f"{name} vs {reference}" for name in methods]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     data: dict[str, Any] = {}
     for variant in spec["variants"]:
-        runs = collect(root, variant, methods)
+        runs = variant_runs(variant)
         if not runs:
             continue
         pairs = len(runs.get(baseline, {}))  # the baseline's finished (seed, split) pairs
@@ -167,12 +189,19 @@ def main() -> None:
     show.add_argument("--root", required=True, type=Path)
     show.add_argument("--output", type=Path, default=None, help="Write the table (.md) and its runs (.json) here.")
     show.add_argument("--methods", nargs="*", default=None, help="Tabulate these methods (default: the file's).")
+    show.add_argument(
+        "--previous",
+        type=Path,
+        default=None,
+        help="An earlier table's .json: variants with no runs under --root are read from it.",
+    )
     args = parser.parse_args()
     spec = load_variants(args.variants)
     if args.command == "run":
         run_variant(spec, args.variant, args.root, args.split)
         return
-    markdown, data = table(spec, args.root, args.methods)
+    previous = json.loads(args.previous.read_text()) if args.previous is not None else None
+    markdown, data = table(spec, args.root, args.methods, previous)
     print(markdown)
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
