@@ -20,6 +20,7 @@ from ..evaluation.audit import TextOracle
 from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
 from ..filters.text import LengthFilter, NearDuplicateFilter, RealNearCopyFilter
 from ..generators.text import PromptTemplates
+from ..generators.text_prompts import PromptStyle
 from ..tasks.assets import minilm_path
 from ..tasks.text import ROTTEN_TOMATOES_NAME, load_rotten_tomatoes_splits, load_sst2, sample_class_balanced
 from .base import Recipe, RecipeTask, pretrained_classifier
@@ -83,6 +84,14 @@ class TextScriptArguments(RunModeArguments, EndpointArguments):
         metadata={
             "help": "What kind of text the data is, as the generator's prompts name it (e.g. 'movie review', "
             "'news headline', 'support ticket'). Default: 'movie review' for SST-2, 'text' for other data."
+        },
+    )
+    prompt_style: PromptStyle = field(
+        default="few_shot",
+        metadata={
+            "help": "How each candidate is asked for: 'few_shot' (a new text like several examples of the label) or "
+            "'edit' (a close rewrite of the target's own text that is unmistakably its label); the random baselines "
+            "get the same style from random real examples."
         },
     )
     label_descriptions: list[str] | None = field(
@@ -208,7 +217,7 @@ def load_task(
     generator = make_text_generator(
         script_args,
         config.output_dir,
-        PromptTemplates(domain=_text_domain(script_args)),
+        PromptTemplates(domain=_text_domain(script_args), style=script_args.prompt_style),
         descriptions,
         show_progress=not config.disable_tqdm,
     )
