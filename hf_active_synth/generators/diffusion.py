@@ -99,6 +99,10 @@ class DiffusionGenerator:
         normalize_gradient (`bool`, defaults to `True`): RMS-normalize each gradient per sample.
         backprop_through_denoiser (`bool`, defaults to `False`): Also differentiate `x̂0` through the denoiser
             (slower; see `EnsembleGuidanceCallback`).
+        reuse_denoiser_prediction (`bool`, *optional*): Score the step's own `x̂0` instead of re-running the
+            denoiser on the new latents; `None` (default) does wherever the pipeline hands it over
+            (`ClassConditionalImagePipeline`, not Stable Diffusion) and `backprop_through_denoiser` is off, so a
+            guided step costs one denoiser call. `False` forces the re-prediction (see `EnsembleGuidanceCallback`).
         num_inference_steps (`int`, defaults to 25): Denoising steps.
         batch_size (`int`, defaults to 32): Images per pipeline call.
         pipeline_kwargs (`dict`, *optional*): Extra keyword arguments for every pipeline call (`eta`,
@@ -133,6 +137,7 @@ class DiffusionGenerator:
         guidance_decay: float = 1.0,
         normalize_gradient: bool = True,
         backprop_through_denoiser: bool = False,
+        reuse_denoiser_prediction: bool | None = None,
         num_inference_steps: int = 25,
         batch_size: int = 32,
         pipeline_kwargs: Mapping[str, Any] | None = None,
@@ -152,6 +157,7 @@ class DiffusionGenerator:
         self.guidance_decay = guidance_decay
         self.normalize_gradient = normalize_gradient
         self.backprop_through_denoiser = backprop_through_denoiser
+        self.reuse_denoiser_prediction = reuse_denoiser_prediction
         self.label_floor = label_floor
         self.guidance_normalization = guidance_normalization
         self.num_inference_steps = num_inference_steps
@@ -254,6 +260,7 @@ class DiffusionGenerator:
                 guidance_decay=self.guidance_decay,
                 normalize_gradient=self.normalize_gradient,
                 backprop_through_denoiser=self.backprop_through_denoiser,
+                reuse_denoiser_prediction=self.reuse_denoiser_prediction,
                 label_floor=self.label_floor,
                 guidance_normalization=self.guidance_normalization,
             )

@@ -1,7 +1,7 @@
 """Ensemble-disagreement guidance for diffusers pipelines, as a `PipelineCallback` for `callback_on_step_end`.
 
-After each denoising step the callback re-predicts the noise of the new latents `x_t`, estimates the clean sample
-`x̂0(x_t)`, scores it with the ensemble and moves the latents up the gradient of
+After each denoising step the callback estimates the clean sample `x̂0(x_t)` of the new latents `x_t`, scores it
+with the ensemble and moves the latents up the gradient of
 
     guidance_scale · disagreement(x̂0) + label_scale · log p̄(y = c | x̂0)
 
@@ -10,6 +10,11 @@ community pipeline: gradients are taken under `torch.enable_grad()` inside the p
 through the denoiser and, for latent diffusion, through the VAE decoder. Because it only returns new `latents`, the
 same callback steers any pipeline whose scheduler is variance-preserving (DDPM, DDIM, PNDM, DPM-Solver):
 `ClassConditionalImagePipeline`, `StableDiffusionPipeline`, `StableDiffusionImg2ImgPipeline`.
+
+`x̂0` comes from one of two places. Pipelines that hand their step's own prediction to callbacks
+(`ClassConditionalImagePipeline`: `"pred_original_sample"`) cost one denoiser call per step, guided or not: the
+callback reuses that prediction. Others (the Stable Diffusion pipelines) expose only the latents, so the callback
+re-predicts the noise of the new latents with a second denoiser call.
 """
 
 from __future__ import annotations
@@ -97,6 +102,21 @@ class EnsembleGuidanceCallback(PipelineCallback):
     disagreement and of `log p̄(y=c|x̂0)` w.r.t. the latents, `w_i = (1 - i/N) ** guidance_decay` times `σ_t`
     (per-sample RMS-normalized gradients, the default) or `σ_t²` (raw gradients, classifier-guidance scaling), with
     `σ_t = sqrt(1 - ᾱ_t)` the noise level of the latents. With both scales 0 it returns the latents untouched.
+    Steps outside the window cost nothing: no `x̂0`, no ensemble pass.
+
+    Where `x̂0` comes from (`reuse_denoiser_prediction`). Step `i` denoises `x_s` (timestep `s`) into `x_t` (the
+    previous timestep `t`, where the callback runs). The re-prediction path calls the denoiser again at `(x_t, t)`
+    and forms `x̂0(x_t)` from that output held constant (`backprop_through_denoiser=False`), so
+    `∂x̂0/∂x_t = 1/sqrt(ᾱ_t)` for ε-prediction. The reuse path takes the value of `x̂0` from the step that produced
+    `x_t`: the scheduler's `pred_original_sample` from the denoiser output at `(x_s, s)` (clipped as the scheduler
+    clips it), with the same `∂x̂0/∂x_t` as the re-prediction path (the derivative of `x̂0(x_t)` at noise level
+    `ᾱ_t` with the output held constant). Either way the gradient is taken w.r.t. `x_t` and the step is scaled by
+    `σ_t` of `x_t`'s noise level `t`, so the two paths differ only in which denoiser output `x̂0` is built from. For
+    deterministic DDIM (η=0) with ε-prediction, `x_t = sqrt(ᾱ_t) x̂0 + sqrt(1-ᾱ_t) ε(x_s, s)`, so re-predicting
+    with the noise held at `ε(x_s, s)` gives back the step's `x̂0` exactly: the reuse path is the re-prediction path
+    with the noise prediction lagging one step (exactly equal for a denoiser that ignores its input and
+    timestep). For stochastic samplers (DDPM, η>0) the reused `x̂0` ignores the fresh noise in `x_t`, which is
+    independent of the clean sample, rather than reading it as signal.
 
     Label-safe options (off by default): `label_floor` switches the disagreement term off, per sample and step,
     whenever `p̄(y=c|x̂0)` under the estimator has fallen below the floor, so only the label term pulls the sample
@@ -127,6 +147,12 @@ class EnsembleGuidanceCallback(PipelineCallback):
             the CLIP-guided pipeline does). `False` treats the noise prediction as constant, so `∂x̂0/∂x_t =
             1/sqrt(ᾱ_t)`: about twice as fast, and on 8x8 digits it raised disagreement as much at equal label
             agreement. The VAE decoder of latent pipelines is differentiated either way.
+        reuse_denoiser_prediction (`bool`, *optional*): Build `x̂0` from the step's own denoiser prediction (the
+            pipeline's `"pred_original_sample"` callback tensor) instead of a second denoiser call (see above).
+            `None` (default): wherever possible, i.e. with `conditioning="class_labels"`, without
+            `backprop_through_denoiser` (which needs the denoiser's graph at `x_t`), and whenever the pipeline put
+            the tensor in `callback_kwargs` (else the call re-predicts). `True` requires it (`ValueError` where
+            the tensor is missing); `False` always re-predicts.
         label_floor (`float`, *optional*): A probability in `(0, 1)`: the disagreement step is applied to a sample
             only while `log p̄(y=c|x̂0) >= log(label_floor)`; `None` (default) always applies it.
         guidance_normalization (`str`, defaults to `"separate"`): `"separate"` RMS-normalizes each gradient,
@@ -151,6 +177,7 @@ class EnsembleGuidanceCallback(PipelineCallback):
         guidance_decay: float = 1.0,
         normalize_gradient: bool = True,
         backprop_through_denoiser: bool = False,
+        reuse_denoiser_prediction: bool | None = None,
         label_floor: float | None = None,
         guidance_normalization: GuidanceNormalization = "separate",
     ):
@@ -165,19 +192,52 @@ class EnsembleGuidanceCallback(PipelineCallback):
             raise ValueError("Need 0 <= guidance_start <= guidance_end <= 1 (fractions of the denoising schedule).")
         if guidance_decay < 0:
             raise ValueError(f"`guidance_decay` must be >= 0, got {guidance_decay}.")
+        if reuse_denoiser_prediction and backprop_through_denoiser:
+            raise ValueError(
+                "`backprop_through_denoiser=True` differentiates a fresh denoiser call at the new latents: it cannot "
+                "reuse the step's prediction (set `reuse_denoiser_prediction` to None or False)."
+            )
         check_label_safety(label_floor, guidance_normalization, normalize_gradient)
         resolve_acquisition(acquisition)  # fail at construction, not mid-sampling
         self.estimator = estimator
         self.to_model_inputs = to_model_inputs
         self.class_labels = torch.as_tensor(class_labels, dtype=torch.long)
         self.acquisition = acquisition
-        self.trace = []
+        self._trace: list[dict[str, float]] = []
+        # Per-step statistics stay on the device until `trace` is read: an `.item()` per step would sync (GPU).
+        self._pending_trace: list[tuple[int, torch.Tensor]] = []
+
+    @property
+    def trace(self) -> list[dict[str, float]]:
         """Per guided step: `{"step", "disagreement", "label_log_probability"}` batch means at `x̂0`, and
         `"disagreement_off"`, the share of samples whose disagreement step `label_floor` switched off."""
+        if self._pending_trace:
+            values = torch.stack([stats for _, stats in self._pending_trace]).tolist()
+            for (step, _), (disagreement, label, off) in zip(self._pending_trace, values):
+                self._trace.append(
+                    {
+                        "step": step,
+                        "disagreement": disagreement,
+                        "label_log_probability": label,
+                        "disagreement_off": off,
+                    }
+                )
+            self._pending_trace.clear()
+        return self._trace
+
+    @property
+    def reuses_denoiser_prediction(self) -> bool:
+        """Whether the callback asks the pipeline for the step's `pred_original_sample` (see the class docstring)."""
+        reuse = self.config.reuse_denoiser_prediction
+        if reuse is None:
+            # Only class-conditional pipelines (ours) expose it; Stable Diffusion pipelines reject unknown names.
+            return self.config.conditioning == "class_labels" and not self.config.backprop_through_denoiser
+        return reuse
 
     @property
     def tensor_inputs(self) -> list[str]:
-        return ["latents", self.config.conditioning]
+        names = ["latents", self.config.conditioning]
+        return names + ["pred_original_sample"] if self.reuses_denoiser_prediction else names
 
     def step_weight(self, step_index: int, num_steps: int) -> float:
         """The schedule factor `(1 - i/N) ** guidance_decay` inside the guided window, else 0."""
@@ -207,36 +267,50 @@ class EnsembleGuidanceCallback(PipelineCallback):
         callback_kwargs["latents"] = (latents + weight * self._step(latents, gradients, sigma, gate)).to(latents.dtype)
         return callback_kwargs
 
+    @property
+    def _combines_terms(self) -> bool:
+        """Whether the step only needs `Σ scale · gradient` (joint normalization, raw gradients), not each term."""
+        return self.config.guidance_normalization == "joint" or not self.config.normalize_gradient
+
     def _step(
         self,
         latents: torch.Tensor,
-        gradients: tuple[torch.Tensor | None, torch.Tensor | None],
+        gradients: tuple[torch.Tensor | None, ...],
         sigma: torch.Tensor,
         gate: torch.Tensor | None,
     ) -> torch.Tensor:
         """The guidance step before the schedule weight; `gate` (`[B]`, 1 or 0) switches disagreement per sample."""
         scales = (self.config.guidance_scale, self.config.label_scale)
-        if self.config.guidance_normalization == "joint":
-            combined, budget = torch.zeros_like(latents), torch.zeros(len(latents), device=latents.device)
-            for index, (scale, gradient) in enumerate(zip(scales, gradients)):
-                if gradient is None:
-                    continue
-                active = gate if index == 0 and gate is not None else torch.ones_like(budget)
-                combined = combined + scale * gradient * _per_sample(active, gradient)
-                budget = budget + scale * active.to(budget)
+        if self._combines_terms:
+            (combined,) = gradients
+            if not self.config.normalize_gradient:
+                return sigma**2 * combined
+            # Step size `Σ scale` per sample, less the disagreement scale where the gate is shut.
+            budget = torch.full((len(latents),), float(scales[1]), device=latents.device)
+            if scales[0] > 0:
+                budget = budget + scales[0] * (torch.ones_like(budget) if gate is None else gate.to(budget))
             return sigma * _per_sample(budget, combined) * _rms_normalize(combined)
         step = torch.zeros_like(latents)
         for index, (scale, gradient) in enumerate(zip(scales, gradients)):
             if gradient is None:
                 continue
-            if self.config.normalize_gradient:
-                term = scale * sigma * _rms_normalize(gradient)
-            else:
-                term = scale * sigma**2 * gradient
+            term = scale * sigma * _rms_normalize(gradient)
             if index == 0 and gate is not None:
                 term = term * _per_sample(gate, term)
             step = step + term
         return step
+
+    def _step_prediction(self, callback_kwargs: dict[str, Any]) -> torch.Tensor | None:
+        """The step's `pred_original_sample` when reused, `None` to re-predict."""
+        if not self.reuses_denoiser_prediction:
+            return None
+        original = callback_kwargs.get("pred_original_sample")
+        if original is None and self.config.reuse_denoiser_prediction:
+            raise ValueError(
+                "`reuse_denoiser_prediction=True` needs the pipeline's `pred_original_sample` in `callback_kwargs` "
+                "(ClassConditionalImagePipeline hands it over; pass it in `callback_on_step_end_tensor_inputs`)."
+            )
+        return original
 
     def _denoiser_kwargs(self, pipeline: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
         if self.config.conditioning == "class_labels":
@@ -258,20 +332,30 @@ class EnsembleGuidanceCallback(PipelineCallback):
 
     def _gradients(
         self, pipeline: Any, latents: torch.Tensor, noise_timestep: int, callback_kwargs: dict[str, Any]
-    ) -> tuple[tuple[torch.Tensor | None, torch.Tensor | None], torch.Tensor, torch.Tensor | None]:
-        """`((∇ disagreement, ∇ log p̄(y=c)), σ_t, gate)`: `gate` is `None` without `label_floor`, else `[B]`
-        (1 where the sample's label probability is at or above the floor)."""
+    ) -> tuple[tuple[torch.Tensor | None, ...], torch.Tensor, torch.Tensor | None]:
+        """`((∇ disagreement, ∇ log p̄(y=c)), σ_t, gate)`, or `((∇ Σ scale · gated term,), σ_t, gate)` where only
+        that sum is used (`_combines_terms`): `gate` is `None` without `label_floor`, else `[B]` (1 where the
+        sample's label probability is at or above the floor)."""
         scheduler = pipeline.scheduler
         alpha_prod = scheduler.alphas_cumprod[noise_timestep].to(device=latents.device, dtype=torch.float32)
         latents = latents.detach().requires_grad_(True)
-        timestep = torch.tensor(noise_timestep, device=latents.device)
-        model_input = scheduler.scale_model_input(latents, timestep)
-        denoiser_kwargs = self._denoiser_kwargs(pipeline, callback_kwargs)
-        with torch.set_grad_enabled(self.config.backprop_through_denoiser):
-            model_output = pipeline.unet(model_input, timestep, **denoiser_kwargs, return_dict=False)[0]
-        original = predict_original_sample(model_output, latents, alpha_prod, scheduler.config.prediction_type).to(
-            latents.dtype
-        )
+        step_original = self._step_prediction(callback_kwargs)
+        if step_original is not None:
+            # Value: the step's own x̂0. Gradient: that of x̂0(x_t) with the denoiser output held constant, i.e. the
+            # part of `predict_original_sample` linear in the latents (its output term is constant).
+            linear = predict_original_sample(
+                torch.zeros_like(latents), latents, alpha_prod, scheduler.config.prediction_type
+            )
+            original = (step_original.detach() + (linear - linear.detach())).to(latents.dtype)
+        else:
+            timestep = torch.tensor(noise_timestep, device=latents.device)
+            model_input = scheduler.scale_model_input(latents, timestep)
+            denoiser_kwargs = self._denoiser_kwargs(pipeline, callback_kwargs)
+            with torch.set_grad_enabled(self.config.backprop_through_denoiser):
+                model_output = pipeline.unet(model_input, timestep, **denoiser_kwargs, return_dict=False)[0]
+            original = predict_original_sample(model_output, latents, alpha_prod, scheduler.config.prediction_type).to(
+                latents.dtype
+            )
         images = self._decode(pipeline, original)
         logits = self.estimator.member_logits(dict(self.to_model_inputs(images)))
         disagreement = resolve_acquisition(self.acquisition)(logits)
@@ -279,20 +363,22 @@ class EnsembleGuidanceCallback(PipelineCallback):
         gate = None
         if self.config.label_floor is not None:
             gate = (label_term.detach() >= math.log(self.config.label_floor)).float()
-        self.trace.append(
-            {
-                "step": noise_timestep,
-                "disagreement": disagreement.mean().item(),
-                "label_log_probability": label_term.mean().item(),
-                "disagreement_off": 0.0 if gate is None else 1.0 - gate.mean().item(),
-            }
-        )
-        objectives = (disagreement.sum(), label_term.sum())
+        off = torch.zeros((), device=latents.device) if gate is None else 1.0 - gate.mean()
+        stats = torch.stack([disagreement.detach().float().mean(), label_term.detach().float().mean(), off.float()])
+        self._pending_trace.append((noise_timestep, stats))
+        sigma = (1 - alpha_prod).sqrt()
         scales = (self.config.guidance_scale, self.config.label_scale)
+        if self._combines_terms:
+            # Only `Σ scale · (gated) gradient` is used: one backward pass through the ensemble instead of two. The
+            # per-sample gate inside the objective gates that sample's gradient (samples are scored independently).
+            gated = disagreement if gate is None else disagreement * gate
+            objective = sum(scale * term.sum() for scale, term in zip(scales, (gated, label_term)) if scale > 0)
+            (combined,) = torch.autograd.grad(objective, latents)
+            return (combined,), sigma, gate
+        objectives = (disagreement.sum(), label_term.sum())
         wanted = [index for index, scale in enumerate(scales) if scale > 0]
         gradients: list[torch.Tensor | None] = [None, None]
         for position, index in enumerate(wanted):
             retain = position < len(wanted) - 1
             (gradients[index],) = torch.autograd.grad(objectives[index], latents, retain_graph=retain)
-        sigma = (1 - alpha_prod).sqrt()
         return (gradients[0], gradients[1]), sigma, gate

@@ -4,6 +4,10 @@ It is a plain DDPM/DDIM sampling loop with the two extension points active synth
 per sample) and `callback_on_step_end` (a `PipelineCallback` may return new `latents` after every step, which is how
 `EnsembleGuidanceCallback` steers sampling). Passing `image` and `strength` starts from noised real images instead
 of pure noise (SDEdit, the class-conditional counterpart of `StableDiffusionImg2ImgPipeline`).
+
+Unlike the Stable Diffusion pipelines, it also hands the step's own denoiser output to callbacks (`"noise_pred"`,
+`"pred_original_sample"`), so a guidance callback can score the step's clean-sample estimate `x̂0` instead of
+running the denoiser a second time on the new latents.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput, UNet2DModel
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils.torch_utils import randn_tensor
+
+from .diffusion_guidance import predict_original_sample
 
 
 class ClassConditionalImagePipeline(DiffusionPipeline):
@@ -34,7 +40,9 @@ class ClassConditionalImagePipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "unet"
-    _callback_tensor_inputs = ["latents", "class_labels"]
+    _callback_tensor_inputs = ["latents", "class_labels", "noise_pred", "pred_original_sample"]
+    """`latents` (after the step), `class_labels`, and this step's `noise_pred` (the raw denoiser output at the
+    step's input latents and timestep) and `pred_original_sample` (the scheduler's `x̂0` from it)."""
 
     def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler | DDIMScheduler):
         super().__init__()
@@ -83,6 +91,19 @@ class ClassConditionalImagePipeline(DiffusionPipeline):
             kwargs["generator"] = generator
         return kwargs
 
+    def _pred_original_sample(
+        self, step_output: Any, noise_pred: torch.Tensor, sample: torch.Tensor, timestep: torch.Tensor
+    ) -> torch.Tensor:
+        """The scheduler's `x̂0` for this step (DDPM, DDIM), else the variance-preserving `x̂0` from `noise_pred`."""
+        original = getattr(step_output, "pred_original_sample", None)
+        if original is not None:
+            return original
+        # Schedulers whose `step` returns only `prev_sample` (PNDM, DPM-Solver, ...).
+        alpha_prod = self.scheduler.alphas_cumprod[int(timestep)].to(device=sample.device, dtype=torch.float32)
+        return predict_original_sample(noise_pred, sample, alpha_prod, self.scheduler.config.prediction_type).to(
+            sample.dtype
+        )
+
     @torch.no_grad()
     def __call__(
         self,
@@ -119,7 +140,10 @@ class ClassConditionalImagePipeline(DiffusionPipeline):
                 after every step as `callback(pipeline, step_index, timestep, callback_kwargs)`; may return new
                 `latents`.
             callback_on_step_end_tensor_inputs (`list[str]`, *optional*): Tensors put in `callback_kwargs`, from
-                `["latents", "class_labels"]` (defaults to the callback's `tensor_inputs`, else `["latents"]`).
+                `["latents", "class_labels", "noise_pred", "pred_original_sample"]` (defaults to the callback's
+                `tensor_inputs`, else `["latents"]`). `latents` are the step's output; `noise_pred` is the denoiser
+                output at the step's *input* latents and timestep and `pred_original_sample` the clean-sample
+                estimate `x̂0` the scheduler derived from it (clipped as the scheduler clips it).
 
         Returns:
             [`~pipelines.ImagePipelineOutput`] or `tuple`: the sampled images.
@@ -159,12 +183,22 @@ class ClassConditionalImagePipeline(DiffusionPipeline):
         for step_index, timestep in enumerate(self.progress_bar(timesteps)):
             model_input = self.scheduler.scale_model_input(latents, timestep)
             noise_pred = self.unet(model_input, timestep, class_labels=class_labels).sample
-            latents = self.scheduler.step(noise_pred, timestep, latents, **extra_step_kwargs).prev_sample
+            step_output = self.scheduler.step(noise_pred, timestep, latents, **extra_step_kwargs)
             if callback_on_step_end is not None:
-                available = {"latents": latents, "class_labels": class_labels}
+                available = {
+                    "latents": step_output.prev_sample,
+                    "class_labels": class_labels,
+                    "noise_pred": noise_pred,
+                }
+                if "pred_original_sample" in callback_on_step_end_tensor_inputs:
+                    available["pred_original_sample"] = self._pred_original_sample(
+                        step_output, noise_pred, latents, timestep
+                    )
                 callback_kwargs = {name: available[name] for name in callback_on_step_end_tensor_inputs}
                 callback_outputs = callback_on_step_end(self, step_index, timestep, callback_kwargs)
-                latents = callback_outputs.pop("latents", latents)
+                latents = callback_outputs.pop("latents", step_output.prev_sample)
+            else:
+                latents = step_output.prev_sample
 
         images = (latents / 2 + 0.5).clamp(0, 1)
         if output_type != "pt":
