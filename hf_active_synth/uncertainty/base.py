@@ -82,6 +82,11 @@ class BatchedEstimator:
 _NON_MODEL_KEYS = frozenset({"labels", "is_synthetic"})
 
 
+def model_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """`inputs` without the keys of our collated batches that are not model inputs (`labels`, `is_synthetic`)."""
+    return {key: value for key, value in inputs.items() if key not in _NON_MODEL_KEYS}
+
+
 def forward_logits(model: torch.nn.Module, inputs: Mapping[str, Any]) -> torch.Tensor:
     """Runs `model(**inputs)` and returns its logits `[B, C]` (see `extract_logits`)."""
-    return extract_logits(model(**{k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS}))
+    return extract_logits(model(**model_inputs(inputs)))

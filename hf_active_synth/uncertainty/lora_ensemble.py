@@ -5,7 +5,10 @@ trunk below them is the same for every member: it is computed once per batch, th
 along the batch axis at the first adapted block (`lora_repeat`), and each copy runs through its own adapter, by
 default with per-member merged weights (one batched matmul per adapted layer), or with peft's mixed-adapter batches
 (`adapter_names`); see `lora_scoring`. The cost is one trunk pass plus K passes of the adapted blocks, instead of K
-full passes. What makes the members differ (adapter and head init, bootstrap resamples) is in `lora_members`.
+full passes. Where the head reads token 0 only and the adapted block is the last one (`first_token_only`, on by
+default where that is provably exact), that block runs for token 0 alone, which brings K = 5 members to about the
+cost of one plain pass. What makes the members differ (adapter and head init, bootstrap resamples) is in
+`lora_members`.
 """
 
 from __future__ import annotations
@@ -36,7 +39,12 @@ from .lora_members import (
     reinit_member_heads,
 )
 from .lora_repeat import RepeatedBatchError, mixed_adapter_batch
-from .lora_scoring import check_first_token_only, merged_adapter_batch, plan_merged_layers
+from .lora_scoring import (
+    first_token_only_blocker,
+    merged_adapter_batch,
+    plan_merged_layers,
+    token0_head_blocker,
+)
 
 if TYPE_CHECKING:
     from .context import FitContext
@@ -80,15 +88,20 @@ class LoRAEnsemble(BatchedEstimator):
             batched matmul per layer (layers it does not handle keep peft's path). `"mixed_adapter_batch"`: peft's
             mixed-adapter batches everywhere (slower; kept for comparison). Both give the same logits to float
             rounding. Merged weights leave out LoRA dropout: a model put in training mode is scored with peft's path.
-        first_token_only (`bool`, defaults to `False`): With `scoring="merged"`, compute only token 0 in the adapted
-            block. Only for BERT-family encoders whose single adapted block is the last one and whose head reads
-            token 0 alone (`[CLS]` pooling, as in `*ForSequenceClassification`); `fit` and `refresh` raise
-            `ValueError` when the block is not the last one or not BERT-style. Whether the head reads token 0 alone
-            cannot be checked: it is up to the caller.
+        first_token_only (`bool`, *optional*): With `scoring="merged"`, compute only token 0 in the adapted block
+            (the same logits to float rounding, at about the cost of one plain pass for K = 5). `None` (default):
+            on exactly where it is exact, i.e. the model is one of `lora_scoring.TOKEN0_HEADS` (transformers
+            sequence classifiers whose head reads `hidden_states[:, 0]` alone, e.g. `BertForSequenceClassification`
+            through `BertPooler`, `RobertaForSequenceClassification`, with their reading module unreplaced), scoring
+            is `"merged"`, and the single adapted block is the model's last, BERT-style block; otherwise off (logged
+            at debug level; resolved in `refresh`, see the fitted `first_token_only_`). `True`: on for any model
+            whose adapted block is a BERT-style last block (`fit` and `refresh` raise `ValueError` otherwise);
+            whether the head reads token 0 alone is then up to the caller. `False`: off.
 
     The trainer's model is deep-copied before adapters are added: the model being trained is never modified. The merged
     weights are computed once, at the end of `fit`; call `refresh()` after changing the adapters or moving the model.
-    Fitted state: `model_`, and `member_rows_` (each member's resampled real-row indices, `None` without bootstrap).
+    Fitted state: `model_`, `member_rows_` (each member's resampled real-row indices, `None` without bootstrap) and
+    `first_token_only_` (whether scoring computes token 0 only in the adapted block).
     """
 
     def __init__(
@@ -99,7 +112,7 @@ class LoRAEnsemble(BatchedEstimator):
         seed: int = 0,
         share_trunk: bool = True,
         scoring: Literal["merged", "mixed_adapter_batch"] = "merged",
-        first_token_only: bool = False,
+        first_token_only: bool | None = None,
         rank: int = 8,
         adapter_init: AdapterInit = "zero_b",
         head_init: HeadInit = "trained",
@@ -110,7 +123,7 @@ class LoRAEnsemble(BatchedEstimator):
             raise ValueError(f"LoRAEnsemble needs at least 2 adapters to measure disagreement, got {num_members}.")
         if scoring not in _SCORING_MODES:
             raise ValueError(f"scoring must be one of {', '.join(map(repr, _SCORING_MODES))}, got {scoring!r}.")
-        if first_token_only and scoring != "merged":
+        if first_token_only is True and scoring != "merged":
             raise ValueError(f"first_token_only=True is an option of scoring='merged', not of scoring={scoring!r}.")
         if adapter_init not in ADAPTER_INITS:
             raise ValueError(f"adapter_init must be one of {list(ADAPTER_INITS)}, got {adapter_init!r}.")
@@ -162,8 +175,11 @@ class LoRAEnsemble(BatchedEstimator):
                 peft_model.add_adapter(name, copy.deepcopy(config))
             if self.head_init == "random":
                 reinit_member_heads(peft_model, name, seed=self.seed + member)
-        if self.first_token_only:  # fail before training the adapters
-            self._check_first_token_only(peft_model, self._find_split(peft_model)[0] if self.share_trunk else None)
+        if self.first_token_only is True:  # fail before training the adapters
+            split_module = self._find_split(peft_model)[0] if self.share_trunk else None
+            reason = self._first_token_only_blocker(peft_model, split_module)
+            if reason is not None:
+                raise ValueError(reason)
         self.member_rows_: list[list[int] | None] = []
         for member, name in enumerate(names):
             peft_model.set_adapter(name)
@@ -215,10 +231,7 @@ class LoRAEnsemble(BatchedEstimator):
         if self.scoring not in _SCORING_MODES:
             raise ValueError(f"scoring must be one of {', '.join(map(repr, _SCORING_MODES))}, got {self.scoring!r}.")
         self.split_module_, self.later_blocks_ = self._find_split(self.model_) if self.share_trunk else (None, [])
-        if self.first_token_only:
-            if self.scoring != "merged":
-                raise ValueError("first_token_only=True is an option of scoring='merged'.")
-            self._check_first_token_only(self.model_, self.split_module_)
+        self.first_token_only_ = self._resolve_first_token_only()
         use_merged = self.scoring == "merged" and self.split_module_ is not None
         self.merged_layers_ = plan_merged_layers(self.model_, self.adapter_names) if use_merged else None
         return self
@@ -236,14 +249,37 @@ class LoRAEnsemble(BatchedEstimator):
         return blocks[1][adapted[0]], list(blocks[1][adapted[0] + 1 :])
 
     @staticmethod
-    def _check_first_token_only(peft_model: PeftModel, split_module: nn.Module | None) -> None:
+    def _first_token_only_blocker(peft_model: PeftModel, split_module: nn.Module | None) -> str | None:
         blocks = find_block_list(peft_model.get_base_model())
-        check_first_token_only(split_module, None if blocks is None else blocks[1][-1])
+        return first_token_only_blocker(split_module, None if blocks is None else blocks[1][-1])
+
+    def _resolve_first_token_only(self) -> bool:
+        """`first_token_only` for the fitted model: `True` checked (raises), `None` decided, `False` as is."""
+        if self.first_token_only is False:
+            return False
+        if self.first_token_only is True:
+            if self.scoring != "merged":
+                raise ValueError("first_token_only=True is an option of scoring='merged'.")
+            reason = self._first_token_only_blocker(self.model_, self.split_module_)
+            if reason is not None:
+                raise ValueError(reason)
+            return True
+        if self.scoring != "merged":
+            reason = f"scoring={self.scoring!r}"
+        else:
+            reason = token0_head_blocker(self.model_.get_base_model()) or self._first_token_only_blocker(
+                self.model_, self.split_module_
+            )
+        if reason is not None:
+            logger.debug("LoRAEnsemble scores every token of the adapted blocks (first_token_only off): %s", reason)
+            return False
+        return True
 
     def _repeated_batch(self, batch_size: int) -> AbstractContextManager[None]:
         """The hooks (and, for merged scoring, patched forwards) that score one batch with every adapter."""
         if self.scoring == "merged" and not self.model_.training:  # merged weights leave out LoRA dropout
-            if getattr(self, "merged_layers_", None) is None:  # e.g. `scoring` changed after fitting
+            if getattr(self, "merged_layers_", None) is None or not hasattr(self, "first_token_only_"):
+                # e.g. `scoring` changed after fitting, or fitted state copied from an older version
                 self.refresh()
             return merged_adapter_batch(
                 self.model_,
@@ -251,7 +287,7 @@ class LoRAEnsemble(BatchedEstimator):
                 self.merged_layers_,
                 self.adapter_names,
                 batch_size,
-                first_token_only=self.first_token_only,
+                first_token_only=self.first_token_only_,
                 later_blocks=self.later_blocks_,
             )
         return mixed_adapter_batch(

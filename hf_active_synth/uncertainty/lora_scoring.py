@@ -13,9 +13,12 @@ The trunk below the first adapted block is shared by every member, so it runs on
   of the base linear alone, without gathers, index-puts or rank-r matmuls. A linear whose input *is* the repeated
   trunk output (in BERT: query, key and value of the first adapted block) computes the base projection once on B
   rows and adds K low-rank corrections (one `[n, K*r]` matmul and one `bmm`) instead of K identical projections.
-  Optionally (`first_token_only`, BERT-family encoders whose adapted block is the last one and whose head reads
-  token 0 only, as `*ForSequenceClassification` does), that block computes keys and values for every token but the
-  query, attention output and feed-forward for token 0 alone: the rows nothing downstream reads are never computed.
+  With `first_token_only` (BERT-family encoders whose adapted block is the last one and whose head reads token 0
+  only), that block computes keys and values for every token but the query, attention output and feed-forward for
+  token 0 alone: the rows nothing downstream reads are never computed. `LoRAEnsemble` turns it on by default where
+  it is exact: the model is one of `TOKEN0_HEADS` (transformers classes whose sequence-classification head reads
+  `hidden_states[:, 0]` and nothing else, checked in their source) and `first_token_only_blocker` finds nothing in
+  the way (see `token0_head_blocker`).
 
 Why: `benchmarks/bench_uncertainty.py` (all-MiniLM-L6-v2, K = 5, adapters on the top block, 1 thread) measured the
 mixed-adapter path at 0.41x the throughput of one plain forward pass (peft's gathers, rank-r matmuls, copies and
@@ -54,14 +57,17 @@ from .lora_repeat import (
 )
 
 __all__ = [
+    "TOKEN0_HEADS",
     "RepeatedBatchError",
     "check_first_token_only",
+    "first_token_only_blocker",
     "is_bert_style_layer",
     "merged_adapter_batch",
     "mixed_adapter_batch",
     "plan_lora_linear",
     "plan_merged_layers",
     "plan_modules_to_save",
+    "token0_head_blocker",
 ]
 
 
@@ -169,24 +175,116 @@ def is_bert_style_layer(module: nn.Module) -> bool:
     )
 
 
-def check_first_token_only(split_module: nn.Module | None, last_block: nn.Module | None) -> None:
-    """Raises `ValueError` unless the token-0 forward applies: a shared trunk whose adapted block is a BERT-style last
-    block.
+def first_token_only_blocker(split_module: nn.Module | None, last_block: nn.Module | None) -> str | None:
+    """Why the token-0 forward cannot run here, or `None` when it can: it needs a shared trunk whose adapted block is a
+    BERT-style last block.
 
     Args:
         split_module (`nn.Module`, *optional*): The first adapted block (`None` when there is no shared trunk).
         last_block (`nn.Module`, *optional*): The model's last block (`None` when it has no block stack).
     """
     if split_module is None or last_block is None or split_module is not last_block:
-        raise ValueError(
+        return (
             "first_token_only=True needs a shared trunk whose only adapted block is the model's last block "
             "(adapters on the top block only, e.g. num_adapted_layers=1, and share_trunk=True)."
         )
     if not is_bert_style_layer(split_module):
-        raise ValueError(
+        return (
             f"first_token_only=True supports BERT-family encoder layers only (non-causal self-attention with "
             f"query/key/value, eager or sdpa attention), not {type(split_module).__name__}."
         )
+    return None
+
+
+def check_first_token_only(split_module: nn.Module | None, last_block: nn.Module | None) -> None:
+    """Raises `ValueError` (naming why) where `first_token_only_blocker` finds the token-0 forward does not apply.
+
+    Args:
+        split_module (`nn.Module`, *optional*): The first adapted block (`None` when there is no shared trunk).
+        last_block (`nn.Module`, *optional*): The model's last block (`None` when it has no block stack).
+    """
+    reason = first_token_only_blocker(split_module, last_block)
+    if reason is not None:
+        raise ValueError(reason)
+
+
+# ------------------------------------------------------------------------------------------ token-0 heads (auto)
+_TF = "transformers.models"
+TOKEN0_HEADS: dict[str, tuple[str | None, str | None]] = {
+    # Model class -> (attribute path of the module that reads the last hidden state, that module's class). Each
+    # model's `forward` passes the encoder output to that module only, and the module reads `[:, 0]` alone
+    # (transformers 5.24, checked in the source):
+    # * pooler `hidden_states[:, 0]` -> dense -> tanh, then dropout -> classifier:
+    f"{_TF}.bert.modeling_bert.BertForSequenceClassification": ("bert.pooler", f"{_TF}.bert.modeling_bert.BertPooler"),
+    f"{_TF}.ernie.modeling_ernie.ErnieForSequenceClassification": (
+        "ernie.pooler",
+        f"{_TF}.ernie.modeling_ernie.ErniePooler",
+    ),
+    # * classification head `features[:, 0, :]` -> dropout -> dense -> activation -> dropout -> out_proj (the model
+    #   is built with `add_pooling_layer=False`):
+    f"{_TF}.roberta.modeling_roberta.RobertaForSequenceClassification": (
+        "classifier",
+        f"{_TF}.roberta.modeling_roberta.RobertaClassificationHead",
+    ),
+    f"{_TF}.xlm_roberta.modeling_xlm_roberta.XLMRobertaForSequenceClassification": (
+        "classifier",
+        f"{_TF}.xlm_roberta.modeling_xlm_roberta.XLMRobertaClassificationHead",
+    ),
+    f"{_TF}.camembert.modeling_camembert.CamembertForSequenceClassification": (
+        "classifier",
+        f"{_TF}.camembert.modeling_camembert.CamembertClassificationHead",
+    ),
+    f"{_TF}.data2vec.modeling_data2vec_text.Data2VecTextForSequenceClassification": (
+        "classifier",
+        f"{_TF}.data2vec.modeling_data2vec_text.Data2VecTextClassificationHead",
+    ),
+    f"{_TF}.electra.modeling_electra.ElectraForSequenceClassification": (
+        "classifier",
+        f"{_TF}.electra.modeling_electra.ElectraClassificationHead",
+    ),
+    # * `forward` itself takes `hidden_state[:, 0]` (-> pre_classifier -> ReLU -> dropout -> classifier). Its blocks
+    #   (`TransformerBlock`, `q_lin`/`k_lin`/`v_lin`) are not BERT-style, so `first_token_only_blocker` still says no.
+    f"{_TF}.distilbert.modeling_distilbert.DistilBertForSequenceClassification": (None, None),
+}
+"""The models whose logits read token 0 of the last hidden state only, by fully qualified class name.
+
+Left out on purpose: last-token poolers (`GPT2ForSequenceClassification`, `LlamaForSequenceClassification`, ...),
+pre-LayerNorm BERT variants, which the token-0 forward does not reproduce (`XLMRobertaXL`, whose layers even pass
+`is_bert_style_layer`, and `MegatronBert`), and DeBERTa (its `ContextPooler` reads token 0, its layers are not
+BERT-style). Subclasses are not trusted: they may override `forward`.
+"""
+
+
+def _qualified_name(module: object) -> str:
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
+def token0_head_blocker(model: nn.Module) -> str | None:
+    """Why `model`'s logits may read more than token 0 of the last hidden state, or `None` when they provably do not.
+
+    `model` (the base model under peft) must be an instance of exactly one of the `TOKEN0_HEADS` classes, and the
+    module its head reads the hidden states through must still be of the listed class (a replaced pooler, e.g. a
+    mean-pooling one, fails). Per-member copies of that module (peft's `modules_to_save`) are checked too.
+
+    Args:
+        model (`nn.Module`): The transformers model (e.g. `peft_model.get_base_model()`).
+    """
+    name = _qualified_name(model)
+    if name not in TOKEN0_HEADS:
+        return f"{type(model).__name__} is not a known token-0 sequence-classification model (TOKEN0_HEADS)"
+    path, expected = TOKEN0_HEADS[name]
+    if path is None:
+        return None
+    reader: Any = model
+    for part in path.split("."):
+        reader = getattr(reader, part, None)
+    copies = [reader]
+    if isinstance(reader, ModulesToSaveWrapper):
+        copies = [reader.original_module, *reader.modules_to_save.values()]
+    for copy in copies:
+        if _qualified_name(copy) != expected:
+            return f"{type(model).__name__}.{path} is a {type(copy).__name__}, not the {expected.rsplit('.', 1)[-1]}"
+    return None
 
 
 # ------------------------------------------------------------------------------------------------------ planning
