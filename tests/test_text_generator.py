@@ -246,7 +246,7 @@ def test_global_rng_is_left_alone():
 
 
 def test_left_padding_is_used(monkeypatch):
-    generator = make_generator()
+    generator = make_generator(share_prompt_prefix=False)  # the plain path (the shared-prefix layout: fast tests)
     generator._load()
     masks = []
     original = generator.model_.generate
@@ -273,11 +273,11 @@ def test_plain_prompt_without_chat_template():
 
 
 def test_junk_outputs_are_counted_and_dropped(monkeypatch):
-    generator = make_generator()
+    generator = make_generator(sort_prompts=False)  # the scripted outputs follow the request order
     generator._load()
     scripted = ['Sure! Here is one:\n"A fine, gentle film."\nI hope this helps!', "", "Negative", "- Sharp and warm."]
 
-    def fake_sample(prompts, seed):
+    def fake_sample(prompts, seed, *args, **kwargs):
         return [scripted[i % len(scripted)] for i in range(len(prompts))], 10 * len(prompts), 5 * len(prompts)
 
     monkeypatch.setattr(generator, "_sample", fake_sample)
@@ -380,6 +380,42 @@ def test_real_smollm2_gguf_generates_parseable_candidates():
         shown = request.seed_examples[label] + [t.example for t in request.targets if t.label == label]
         assert len(text.split()) >= 2
         assert seed_similarity(text, shown) < generator.max_seed_similarity
+
+
+@pytest.mark.e2e
+def test_real_smollm2_fast_paths_give_the_plain_greedy_tokens():
+    """The shared prefix (SmolLM2's system turn), the bucketed prefill and the sorted batches on a real chat model:
+    greedy decoding in float32 gives the texts of the plain, left-padded batch in request order."""
+    from hf_active_synth.generators.text_model import load_causal_lm
+
+    model, tokenizer = load_causal_lm(str(_smollm2_gguf()), dtype=torch.float32)  # loaded once for both paths
+    request = make_request(candidates_per_sample=2)
+    request.targets = [
+        SynthesisTarget(0, 0, 5, "the plot is thin but the actors try hard", 0.9, 2),
+        SynthesisTarget(1, 1, 6, "not the best film of the year , but charming enough", 0.8, 2),
+    ]
+    request.seed_examples = {
+        0: ["a tired , predictable sequel"],
+        1: ["a small , warm surprise", "uneven , yet oddly moving"],
+    }
+    texts, stats = [], []
+    for fast in (False, True):
+        generator = TextGenerationGenerator(
+            model,
+            tokenizer=tokenizer,
+            max_new_tokens=16,
+            batch_size=8,
+            show_progress=False,
+            share_prompt_prefix=fast,
+            bucket_prefill=fast,
+            sort_prompts=fast,
+            generation_kwargs={"do_sample": False},
+        )
+        texts.append(generator.generate(request)["sentence"])
+        stats.append(generator.last_stats_)
+    assert texts[0] == texts[1]
+    assert stats[0].num_generated_tokens == stats[1].num_generated_tokens
+    assert stats[0].num_prefix_tokens_reused == 0 < stats[1].num_prefix_tokens_reused
 
 
 def test_seed_similarity_catches_copies_whatever_the_punctuation():

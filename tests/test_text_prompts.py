@@ -38,7 +38,9 @@ def _writer(style: str) -> PromptWriter:
 
 def test_edit_prompts_show_the_target_alone_and_ask_for_its_label():
     targets = [
-        SynthesisTarget(target_id=0, label=0, example_id=12, example="bad acting but good score", score=0.9, num_samples=1),
+        SynthesisTarget(
+            target_id=0, label=0, example_id=12, example="bad acting but good score", score=0.9, num_samples=1
+        ),
         SynthesisTarget(target_id=1, label=1, example_id=43, example="very good film", score=0.8, num_samples=1),
     ]
     jobs = _writer("edit").jobs(_request(targets))

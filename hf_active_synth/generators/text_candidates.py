@@ -37,6 +37,10 @@ class GenerationStats:
         num_junk_lines (`int`): Lines dropped while parsing (preambles, chatter, bare labels, ...).
         batch_size (`int`): Sequences per `generate` call (1 for an endpoint: one prompt per request).
         num_seed_copies (`int`): Sequences dropped because they (nearly) copied a seed example of their prompt.
+        num_prefix_tokens_reused (`int`): Prompt tokens not prefilled again because their batch shared them as a
+            prompt prefix (`TextGenerationGenerator(share_prompt_prefix=True)`); counted in `num_prompt_tokens` too.
+
+    `to_dict` adds the rates `tokens_per_second` and `candidates_per_second`: the cycle history records all of it.
     """
 
     num_sequences: int = 0
@@ -48,6 +52,7 @@ class GenerationStats:
     num_junk_lines: int = 0
     batch_size: int = 0
     num_seed_copies: int = 0
+    num_prefix_tokens_reused: int = 0
 
     @property
     def tokens_per_second(self) -> float:
