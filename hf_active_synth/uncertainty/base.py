@@ -82,6 +82,12 @@ class BatchedEstimator:
 _NON_MODEL_KEYS = frozenset({"labels", "is_synthetic"})
 
 
+def qualified_class_name(module: object) -> str:
+    """`module`'s class as `package.module.Class`: the allow-lists of fast scoring paths match exact classes (a
+    subclass may override `forward`)."""
+    return f"{type(module).__module__}.{type(module).__qualname__}"
+
+
 def model_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
     """`inputs` without the keys of our collated batches that are not model inputs (`labels`, `is_synthetic`)."""
     return {key: value for key, value in inputs.items() if key not in _NON_MODEL_KEYS}

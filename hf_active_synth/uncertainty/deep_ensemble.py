@@ -30,7 +30,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..modeling import default_model_init, extract_logits
-from .base import BatchedEstimator, forward_logits, model_inputs
+from .base import BatchedEstimator, forward_logits, model_inputs, qualified_class_name
 
 if TYPE_CHECKING:
     from .context import FitContext
@@ -47,13 +47,9 @@ STACKED_BY_DEFAULT: dict[str, int] = {
 with the most parameters per member it does so for."""
 
 
-def _qualified_name(module: nn.Module) -> str:
-    return f"{type(module).__module__}.{type(module).__qualname__}"
-
-
 def _size_blocker(member: nn.Module) -> str | None:
     """Why `stack_members=None` loops over members like `member` (of a `STACKED_BY_DEFAULT` class), or `None`."""
-    limit = STACKED_BY_DEFAULT[_qualified_name(member)]
+    limit = STACKED_BY_DEFAULT[qualified_class_name(member)]
     size = sum(parameter.numel() for parameter in member.parameters())
     if size > limit:
         return f"{type(member).__name__} members have {size} parameters, over the {limit} of STACKED_BY_DEFAULT"
@@ -255,14 +251,14 @@ class DeepEnsemble(BatchedEstimator):
         """The stacked members to score with, or `None` to loop; restacked when the members or weights changed."""
         if self.stack_members is False:
             return None
-        if self.stack_members is None and _qualified_name(members[0]) not in STACKED_BY_DEFAULT:
+        if self.stack_members is None and qualified_class_name(members[0]) not in STACKED_BY_DEFAULT:
             return self._decline(f"{type(members[0]).__name__} is not in STACKED_BY_DEFAULT")
         snapshot = getattr(self, "_snapshot", None)
         if snapshot is None or not snapshot.matches(members):
             # New members or weights: check (and later stack) again; this is the only place the trees are walked.
             snapshot = self._snapshot = _MembersSnapshot(members)
             self._structure_reason = _structure_blocker(members) if len(members) > 1 else "fewer than 2 members"
-            listed = _qualified_name(members[0]) in STACKED_BY_DEFAULT
+            listed = qualified_class_name(members[0]) in STACKED_BY_DEFAULT
             self._size_reason = _size_blocker(members[0]) if listed else None
             self.stacked_ = None
         reason = self._structure_reason or _mode_blocker(snapshot.modules)

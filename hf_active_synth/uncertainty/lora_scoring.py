@@ -48,6 +48,7 @@ from peft.tuners.lora import Linear as LoraLinear
 from peft.utils.other import ModulesToSaveWrapper
 from torch import nn
 
+from .base import qualified_class_name
 from .lora_repeat import (
     RepeatedBatchError,
     SharedInputs,
@@ -255,10 +256,6 @@ BERT-style). Subclasses are not trusted: they may override `forward`.
 """
 
 
-def _qualified_name(module: object) -> str:
-    return f"{type(module).__module__}.{type(module).__qualname__}"
-
-
 def token0_head_blocker(model: nn.Module) -> str | None:
     """Why `model`'s logits may read more than token 0 of the last hidden state, or `None` when they provably do not.
 
@@ -269,7 +266,7 @@ def token0_head_blocker(model: nn.Module) -> str | None:
     Args:
         model (`nn.Module`): The transformers model (e.g. `peft_model.get_base_model()`).
     """
-    name = _qualified_name(model)
+    name = qualified_class_name(model)
     if name not in TOKEN0_HEADS:
         return f"{type(model).__name__} is not a known token-0 sequence-classification model (TOKEN0_HEADS)"
     path, expected = TOKEN0_HEADS[name]
@@ -282,7 +279,7 @@ def token0_head_blocker(model: nn.Module) -> str | None:
     if isinstance(reader, ModulesToSaveWrapper):
         copies = [reader.original_module, *reader.modules_to_save.values()]
     for copy in copies:
-        if _qualified_name(copy) != expected:
+        if qualified_class_name(copy) != expected:
             return f"{type(model).__name__}.{path} is a {type(copy).__name__}, not the {expected.rsplit('.', 1)[-1]}"
     return None
 
