@@ -7,7 +7,12 @@ Measures images/s of `DiffusionGenerator`, interleaved over repeats (median), in
   and the K members scored in a loop (`DeepEnsemble(stack_members=False)`);
 * `guided`: the default, which scores the step's own `x̂0` (one denoiser call per step) with the members stacked
   into one vectorised forward (`DeepEnsemble()`'s default for the digits ResNet);
-* `guided_window`: the default guiding only the first half of the steps (`guidance_end=0.5`).
+* `guided_window`: the default guiding only the first half of the steps (`guidance_end=0.5`);
+* `guided_joint`: the default with the two gradient terms normalised jointly (`guidance_normalization="joint"`),
+  which needs one backward pass through the ensemble per step instead of two;
+* `guided_joint_window`: joint normalisation, first half of the steps;
+* `guided_split_joint_window`: the same, guided by 3 of the 5 members (`MemberSubset`, the guide side of a
+  `judge_members=2` split), which run alone (`DeepEnsemble.subset_member_logits`).
 
 The ensemble is the library's `DeepEnsemble` over K digits ResNets, each trained briefly on a bootstrap of the DDPM's training split (weights do not
 change the cost, but they make the quality columns mean something); the DDPM is the recipe's (trained on the digits
@@ -35,7 +40,6 @@ import torch
 from hf_active_synth.acquisition import ensemble_variance
 from hf_active_synth.generators.base import GenerationRequest, SynthesisTarget
 from hf_active_synth.generators.diffusion import DiffusionGenerator
-from hf_active_synth.uncertainty.deep_ensemble import DeepEnsemble
 from hf_active_synth.tasks.digits import (
     digits_to_model_inputs,
     images_to_tensor,
@@ -43,6 +47,8 @@ from hf_active_synth.tasks.digits import (
     split_digits,
     train_class_conditional_ddpm,
 )
+from hf_active_synth.uncertainty import MemberSubset, split_members
+from hf_active_synth.uncertainty.deep_ensemble import DeepEnsemble
 
 
 def _ensemble(members: list[torch.nn.Module], stack_members: bool | None) -> DeepEnsemble:
@@ -94,7 +100,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.samples, args.steps, args.members, args.repeats, args.ddpm_steps = 8, 3, 2, 1, 10
+        args.samples, args.steps, args.members, args.repeats, args.ddpm_steps = 8, 3, 4, 1, 10
         args.member_epochs = 1
 
     train = split_digits(train_per_class=10, seed=0)["train"]
@@ -128,13 +134,24 @@ def main() -> None:
     guided = {"guidance_scale": 0.2, "label_scale": 0.1}
     # name -> (generator options, estimator): the old path (re-prediction, members looped), the new default, and the
     # new default guiding only the first half of the steps.
-    settings: dict[str, tuple[dict, DeepEnsemble]] = {
+    joint = {"guidance_normalization": "joint"}
+    guide_members, _ = split_members(args.members, judge_members=2) if args.members >= 4 else (None, None)
+    settings: dict[str, tuple[dict, DeepEnsemble | MemberSubset]] = {
         "unguided": ({"guidance_scale": 0.0, "label_scale": 0.0}, members),
         "guided_repredict_loop": (guided | {"reuse_denoiser_prediction": False}, looped),
         "guided": (guided, members),
         "guided_window": (guided | {"guidance_end": 0.5}, members),
+        "guided_joint": (guided | joint, members),
+        "guided_joint_window": (guided | joint | {"guidance_end": 0.5}, members),
     }
-    requests = {name: dataclasses.replace(base_request, estimator=estimator) for name, (_, estimator) in settings.items()}
+    if guide_members is not None:
+        settings["guided_split_joint_window"] = (
+            guided | joint | {"guidance_end": 0.5},
+            MemberSubset(members, guide_members),
+        )
+    requests = {
+        name: dataclasses.replace(base_request, estimator=estimator) for name, (_, estimator) in settings.items()
+    }
     generators = {
         name: DiffusionGenerator(
             pipeline, digits_to_model_inputs, num_inference_steps=args.steps, show_progress=False, **kwargs
@@ -160,7 +177,11 @@ def main() -> None:
         | {
             "samples_per_run": per_target * 10,
             "generators": {name: kwargs for name, (kwargs, _) in settings.items()},
-            "stacked_members": {name: estimator.stacked_ is not None for name, (_, estimator) in settings.items()},
+            "stacked_members": {
+                name: getattr(estimator, "estimator", estimator).stacked_ is not None
+                for name, (_, estimator) in settings.items()
+            },
+            "guiding_members": {name: estimator.num_members for name, (_, estimator) in settings.items()},
         },
         "images_per_second": results,
         "time_ratio_to_unguided": ratios,

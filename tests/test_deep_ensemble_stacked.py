@@ -181,3 +181,38 @@ def test_stacking_a_plain_module_with_a_bare_tensor_output():
         estimator.member_logits({"features": features, "labels": torch.zeros(5)}),
         torch.stack([member(features) for member in members], dim=-1),
     )
+
+
+@pytest.mark.parametrize("stack_members", [None, False])
+def test_a_member_subset_runs_only_its_members(stack_members):
+    """A guide/judge split pays for its own members alone: `MemberSubset` over a `DeepEnsemble` runs the kept
+    members only (stacked among themselves where the ensemble stacks), with the whole ensemble's logits and input
+    gradients for those members; the whole ensemble's stacked weights are not rebuilt by scoring a subset."""
+    estimator = _fit(stack_members=stack_members)
+    full_stack = estimator.stacked_
+    pixels = _pixels()
+    whole = estimator.member_logits({"pixel_values": pixels})
+    calls = [0] * estimator.num_members
+    if stack_members is False:
+        for index, member in enumerate(estimator.members_):
+
+            def counted(*args, _index=index, _forward=member.forward, **kwargs):
+                calls[_index] += 1
+                return _forward(*args, **kwargs)
+
+            member.forward = counted  # an instance attribute (a hook would count too, but block stacking)
+    view = MemberSubset(estimator, [2, 0])
+    logits = view.member_logits({"pixel_values": pixels})
+    torch.testing.assert_close(logits, whole[..., [2, 0]], atol=1e-5, rtol=1e-4)
+    if stack_members is False:
+        assert calls == [1, 0, 1]  # member 1 never ran
+    else:  # one vmapped forward over the two kept members' weights only
+        subset_stack = estimator._stacks[(2, 0)].stacked
+        assert subset_stack is not None and all(len(t) == 2 for t in subset_stack.tensors.values())
+    gradient = _input_gradients(view, pixels)
+    pixels_grad = pixels.clone().requires_grad_(True)
+    reference = estimator.member_logits({"pixel_values": pixels_grad})[..., [2, 0]]
+    weights = torch.randn(reference.shape, generator=torch.Generator().manual_seed(2))
+    (expected,) = torch.autograd.grad((reference.log_softmax(dim=1) * weights).sum(), pixels_grad)
+    torch.testing.assert_close(gradient, expected, atol=1e-5, rtol=1e-4)
+    assert estimator.stacked_ is full_stack  # the whole ensemble's stack survived the subset calls

@@ -145,6 +145,17 @@ class _MembersSnapshot:
         )
 
 
+class _StackState:
+    """One member selection's stacking decision: its snapshot, why it cannot be stacked, and its stacked weights."""
+
+    def __init__(self, members: Sequence[nn.Module]):
+        self.snapshot = _MembersSnapshot(members)
+        self.structure_reason = _structure_blocker(members) if len(members) > 1 else "fewer than 2 members"
+        listed = qualified_class_name(members[0]) in STACKED_BY_DEFAULT
+        self.size_reason = _size_blocker(members[0]) if listed else None
+        self.stacked: StackedMembers | None = None
+
+
 class StackedMembers:
     """K same-architecture members scored by one `torch.vmap`-ed `functional_call` over their stacked weights.
 
@@ -242,34 +253,39 @@ class DeepEnsemble(BatchedEstimator):
         """
         if not hasattr(self, "members_"):
             raise RuntimeError("DeepEnsemble is not fitted yet: call `fit(trainer)` first.")
-        self._snapshot: _MembersSnapshot | None = None
-        self.stacked_: StackedMembers | None = None
+        # One stacking decision per member selection: all members (`None`), or a subset scored on its own
+        # (`subset_member_logits`, e.g. the guide members of a guide/judge split).
+        self._stacks: dict[tuple[int, ...] | None, _StackState] = {}
         self._stacked_for(self.members_)
         return self
 
-    def _stacked_for(self, members: Sequence[nn.Module]) -> StackedMembers | None:
+    @property
+    def stacked_(self) -> StackedMembers | None:
+        """All members' `StackedMembers` as last decided, or `None` where stacking is off or does not apply."""
+        state = getattr(self, "_stacks", {}).get(None)
+        return None if state is None else state.stacked
+
+    def _stacked_for(self, members: Sequence[nn.Module], key: tuple[int, ...] | None = None) -> StackedMembers | None:
         """The stacked members to score with, or `None` to loop; restacked when the members or weights changed."""
         if self.stack_members is False:
             return None
         if self.stack_members is None and qualified_class_name(members[0]) not in STACKED_BY_DEFAULT:
             return self._decline(f"{type(members[0]).__name__} is not in STACKED_BY_DEFAULT")
-        snapshot = getattr(self, "_snapshot", None)
-        if snapshot is None or not snapshot.matches(members):
+        if not hasattr(self, "_stacks"):
+            self._stacks = {}
+        state = self._stacks.get(key)
+        if state is None or not state.snapshot.matches(members):
             # New members or weights: check (and later stack) again; this is the only place the trees are walked.
-            snapshot = self._snapshot = _MembersSnapshot(members)
-            self._structure_reason = _structure_blocker(members) if len(members) > 1 else "fewer than 2 members"
-            listed = qualified_class_name(members[0]) in STACKED_BY_DEFAULT
-            self._size_reason = _size_blocker(members[0]) if listed else None
-            self.stacked_ = None
-        reason = self._structure_reason or _mode_blocker(snapshot.modules)
+            state = self._stacks[key] = _StackState(members)
+        reason = state.structure_reason or _mode_blocker(state.snapshot.modules)
         if reason is None and self.stack_members is None:
-            reason = self._size_reason
+            reason = state.size_reason
         if reason is not None:
             return self._decline(reason)
-        if self.stacked_ is None:
-            self.stacked_ = StackedMembers(members)
+        if state.stacked is None:
+            state.stacked = StackedMembers(members)
         self._note_stacking(None)
-        return self.stacked_
+        return state.stacked
 
     def _decline(self, reason: str) -> None:
         """Loops (logged at debug level when that is new), or raises for `stack_members=True`."""
@@ -294,3 +310,19 @@ class DeepEnsemble(BatchedEstimator):
         if stacked is not None:
             return stacked(inputs)
         return torch.stack([forward_logits(member, inputs) for member in self.members_], dim=-1)
+
+    def subset_member_logits(self, inputs: Mapping[str, Any], members: Sequence[int]) -> torch.Tensor:
+        """The logits of the members `members` only (in that order), shaped `[B, C, len(members)]`.
+
+        Equal to `member_logits(inputs)[..., members]`, but only those members run (stacked among themselves where
+        the whole ensemble would be): a guide/judge split (`MemberSubset`) then pays for its own members alone,
+        e.g. diffusion guidance with 3 of 5 members runs 3 forwards and backwards per step, not 5.
+        """
+        if not hasattr(self, "members_"):
+            raise RuntimeError("DeepEnsemble is not fitted yet: call `fit(trainer)` first.")
+        key = tuple(int(member) for member in members)
+        selected = [self.members_[member] for member in key]
+        stacked = self._stacked_for(selected, key) if len(selected) > 1 else None
+        if stacked is not None:
+            return stacked(inputs)
+        return torch.stack([forward_logits(member, inputs) for member in selected], dim=-1)

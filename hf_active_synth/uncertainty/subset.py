@@ -48,9 +48,10 @@ def split_members(num_members: int, judge_members: int) -> tuple[list[int], list
 class MemberSubset:
     """A view of some members of a fitted estimator; implements the [`UncertaintyEstimator`] protocol.
 
-    `member_logits` and `predict` run the whole estimator and keep the chosen members along the last (K) axis, so
-    the result stays differentiable w.r.t. the inputs (guidance backpropagates only through the kept members). The
-    view holds no state of its own: `fit` fits the underlying estimator.
+    `member_logits` runs only the kept members where the estimator can (`subset_member_logits`, e.g.
+    [`DeepEnsemble`]); otherwise it, like `predict`, runs the whole estimator and keeps the chosen members along the
+    last (K) axis. Either way the result stays differentiable w.r.t. the inputs (guidance backpropagates only
+    through the kept members). The view holds no state of its own: `fit` fits the underlying estimator.
 
     Args:
         estimator ([`UncertaintyEstimator`]): The estimator whose members are viewed.
@@ -95,7 +96,20 @@ class MemberSubset:
         return self._select(self.estimator.predict(dataset))
 
     def member_logits(self, inputs: Mapping[str, Any]) -> torch.Tensor:
-        """The kept members' logits `[B, C, len(members)]` for one batch; differentiable w.r.t. the inputs."""
+        """The kept members' logits `[B, C, len(members)]` for one batch; differentiable w.r.t. the inputs.
+
+        Estimators that can run some of their members alone (`subset_member_logits(inputs, members)`, e.g.
+        [`DeepEnsemble`]) run only the kept ones; for the others the whole estimator runs and the kept members'
+        logits are taken from it (gradients then flow through the kept members only, at the whole cost)."""
+        subset_member_logits = getattr(self.estimator, "subset_member_logits", None)
+        if subset_member_logits is not None:
+            logits = subset_member_logits(inputs, self.members)
+            if logits.shape[-1] != len(self.members):
+                raise ValueError(
+                    f"{type(self.estimator).__name__}.subset_member_logits returned {logits.shape[-1]} members for "
+                    f"{len(self.members)} asked."
+                )
+            return logits
         return self._select(self.estimator.member_logits(inputs))
 
     def __repr__(self) -> str:
