@@ -262,6 +262,66 @@ def test_left_padding_is_used(monkeypatch):
     assert any(bool((mask[:, 0] == 0).any()) for mask in masks)  # shorter prompts padded on the left
 
 
+# Every combination of the prefill paths: each batch takes the plain, shared-prefix or bucketed path (or both).
+PATHS = [
+    {"share_prompt_prefix": share, "bucket_prefill": bucket, "sort_prompts": share or bucket}
+    for share in (False, True)
+    for bucket in (False, True)
+]
+
+
+def count_tokenized_texts(monkeypatch, tokenizer) -> list[str]:
+    """Records every text the tokenizer's `__call__` encodes (`tokenizer.pad` is not tokenizing)."""
+    texts, original = [], type(tokenizer).__call__
+
+    def counting(self, text=None, *args, **kwargs):
+        if self is tokenizer and text is not None:
+            texts.extend([text] if isinstance(text, str) else list(text))
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tokenizer), "__call__", counting)
+    return texts
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+@pytest.mark.parametrize(
+    "paths", PATHS, ids=lambda paths: "-".join(name for name, on in paths.items() if on) or "plain"
+)
+def test_each_prompt_is_tokenized_once_per_generate_call(monkeypatch, paths, batch_size):
+    generator = make_generator(batch_size=batch_size, **paths)
+    generator._load()
+    texts = count_tokenized_texts(monkeypatch, generator.tokenizer_)
+    candidates = generator.generate(make_request())
+    assert len(texts) == generator.last_stats_.num_sequences == 9  # once each, not again per batch
+    assert set(candidates[PROMPT_COLUMN]) <= set(texts)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_plain_path_pads_the_ids_as_tokenizing_the_batch_padded_did(monkeypatch, batch_size):
+    """The plain path pads the ids `generate` computed: `generate` gets the inputs the batch's padded tokenization
+    gave (left padding, the tokenizer's pad token and every output of the tokenizer)."""
+    generator = make_generator(
+        batch_size=batch_size, share_prompt_prefix=False, bucket_prefill=False, sort_prompts=False
+    )
+    generator._load()
+    tokenizer, calls, original = generator.tokenizer_, [], generator.model_.generate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(generator.model_, "generate", spy)
+    request = make_request()
+    prompts = [job.prompt for job in generator._prompt_writer().jobs(request)]  # unsorted: batches in this order
+    generator.generate(request)
+    assert len(calls) == -(-len(prompts) // batch_size)
+    for index, call in enumerate(calls):
+        batch = prompts[index * batch_size : (index + 1) * batch_size]
+        expected = tokenizer(batch, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        model_inputs = {name: call[name] for name in expected}
+        assert all(torch.equal(model_inputs[name], expected[name]) for name in expected), index
+
+
 def test_plain_prompt_without_chat_template():
     templates = PromptTemplates(system="You write reviews.", response_prefix="Review:")
     candidates = make_generator(chat_template=False, templates=templates).generate(make_request())
@@ -277,8 +337,9 @@ def test_junk_outputs_are_counted_and_dropped(monkeypatch):
     generator._load()
     scripted = ['Sure! Here is one:\n"A fine, gentle film."\nI hope this helps!', "", "Negative", "- Sharp and warm."]
 
-    def fake_sample(prompts, seed, *args, **kwargs):
-        return [scripted[i % len(scripted)] for i in range(len(prompts))], 10 * len(prompts), 5 * len(prompts)
+    def fake_sample(encodings, seed, *args, **kwargs):
+        rows = len(encodings["input_ids"])
+        return [scripted[i % len(scripted)] for i in range(rows)], 10 * rows, 5 * rows
 
     monkeypatch.setattr(generator, "_sample", fake_sample)
     request = make_request(candidates_per_sample=2)  # 6 sequences -> scripted[0..3], scripted[0..1]

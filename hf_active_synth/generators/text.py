@@ -302,7 +302,7 @@ class TextGenerationGenerator:
     @torch.no_grad()
     def _sample(
         self,
-        prompts: list[str],
+        encodings: Mapping[str, Sequence[Sequence[int]]],
         seed: int,
         prefix: SharedPrefix | None = None,
         row_seeds: Sequence[int] | None = None,
@@ -311,7 +311,9 @@ class TextGenerationGenerator:
         """Samples one continuation per prompt. Returns (decoded texts, prompt tokens, generated tokens).
 
         Args:
-            prompts (`list[str]`): The batch's prompts.
+            encodings (`Mapping[str, Sequence[Sequence[int]]]`): The batch's prompts as `generate` tokenized them, one
+                unpadded row per prompt: `input_ids` and the tokenizer's other outputs (`attention_mask`, ...), padded
+                here, so that no prompt is tokenized twice.
             seed (`int`): Seeds `model.generate`'s own sampling (one stream for the batch).
             prefix (`SharedPrefix`, *optional*): A prefilled prefix every prompt starts with: rows are laid out
                 `[prefix][padding][suffix]` and its KV cache is reused; otherwise the prompts are left-padded.
@@ -321,16 +323,14 @@ class TextGenerationGenerator:
                 (`generators.text_model.bucketed_prefill_inputs`) before `generate` decodes the whole batch.
         """
         tokenizer, model = self.tokenizer_, self.model_
+        token_ids = encodings["input_ids"]
         if bucketed:
-            token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
             inputs = bucketed_prefill_inputs(model, token_ids, tokenizer.pad_token_id, prefix)
         elif prefix is not None:
-            token_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
             inputs = prefix.batch_inputs(token_ids, tokenizer.pad_token_id)
         else:
-            inputs = dict(
-                tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
-            )
+            # What `tokenizer(prompts, padding=True, padding_side="left", ...)` returns, from the ids already computed.
+            inputs = dict(tokenizer.pad(dict(encodings), padding=True, padding_side="left", return_tensors="pt"))
         inputs = {name: value.to(model.device) if torch.is_tensor(value) else value for name, value in inputs.items()}
         arguments = self._generate_arguments()
         if row_seeds is not None:
@@ -386,9 +386,9 @@ class TextGenerationGenerator:
         writer = self._prompt_writer()
         jobs = writer.jobs(request)
         collector = CandidateCollector(request, writer, jobs, self.max_seed_similarity)
-        token_ids = (
-            self.tokenizer_([job.prompt for job in jobs], add_special_tokens=False)["input_ids"] if jobs else []
-        )
+        # Every prompt is tokenized here, once: for the sorting, the shared prefixes and `_sample`'s inputs.
+        encodings = dict(self.tokenizer_([job.prompt for job in jobs], add_special_tokens=False)) if jobs else {}
+        token_ids = encodings.get("input_ids", [])
         order = list(range(len(jobs)))
         if self.sort_prompts:
             # Same label together (its prompts share the instruction: a longer shared prefix), then by length (less
@@ -414,7 +414,7 @@ class TextGenerationGenerator:
             if self.share_prompt_prefix and blocker is None:
                 prefix = self._shared_prefix([token_ids[i] for i in batch], request_prefix, prefixes)
             texts, batch_prompt_tokens, batch_generated = self._sample(
-                [jobs[i].prompt for i in batch],
+                {name: [column[i] for i in batch] for name, column in encodings.items()},
                 seed,
                 prefix,
                 None if row_seeds is None else [row_seeds[i] for i in batch],

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from datasets import ClassLabel, DatasetDict, load_dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..config import ActiveSynthesisConfig
 from ..evaluation.audit import TextOracle
-from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter
+from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter, LabelProbabilityFloorFilter
 from ..filters.text import LengthFilter, NearDuplicateFilter, RealNearCopyFilter
-from ..generators.text import PromptTemplates
+from ..generators.text import SAMPLERS, PromptTemplates
 from ..generators.text_prompts import PromptStyle
 from ..tasks.assets import minilm_path
 from ..tasks.text import ROTTEN_TOMATOES_NAME, load_rotten_tomatoes_splits, load_sst2, sample_class_balanced
@@ -123,16 +123,57 @@ class TextScriptArguments(RunModeArguments, EndpointArguments):
             "lengths); on CPU about 1.1x the tokens/s of 32 and 1.3x those of 16."
         },
     )
+    # The in-process generator's fast paths (`TextGenerationGenerator`), with its defaults; none of them changes the
+    # distribution a prompt is sampled from, so they are switches for benchmarking and debugging.
+    generation_sampler: Literal["seeded", "transformers"] = field(
+        default="seeded",
+        metadata={
+            "help": "Who draws the generator's tokens: 'seeded' (each prompt from its own seeded stream, from the few "
+            "top tokens: the same texts whatever the batching, up to floating-point ties) or 'transformers' "
+            "(model.generate's own sampling, one stream per batch)."
+        },
+    )
+    generation_sort_prompts: bool = field(
+        default=True,
+        metadata={
+            "help": "Batch the generator's prompts by label, then length (longer shared prefixes, less padding)."
+        },
+    )
+    generation_share_prompt_prefix: bool = field(
+        default=True,
+        metadata={"help": "Prefill the prompt prefix a generation batch shares once and reuse its KV cache per row."},
+    )
+    generation_bucket_prefill: bool = field(
+        default=True,
+        metadata={"help": "Prefill each generation batch in buckets of similar prompt lengths (less padding)."},
+    )
     max_new_tokens: int = field(default=40, metadata={"help": "New tokens per generated candidate."})
     num_shots: int = field(default=3, metadata={"help": "Uncertain real examples shown per prompt."})
     max_other_probability: float = field(
         default=0.9,
         metadata={"help": "Label agreement: reject a sentence the ensemble gives the other class above this."},
     )
+    min_label_probability: float | None = field(
+        default=None,
+        metadata={
+            "help": "Reject sentences whose intended label gets less mean probability than this from the judging "
+            "members (a label-probability floor filter); default: no floor."
+        },
+    )
     max_real_overlap: float = field(
         default=0.8,
         metadata={"help": "Privacy: reject sentences whose n-gram overlap with a training one exceeds this."},
     )
+
+    def __post_init__(self):
+        super().__post_init__()
+        # Checked before any training; a YAML value is not checked against the argparse choices.
+        if self.generation_sampler not in SAMPLERS:
+            raise ValueError(f"--generation_sampler must be one of {SAMPLERS}, got {self.generation_sampler!r}.")
+        if self.min_label_probability is not None and not 0.0 < self.min_label_probability < 1.0:
+            raise ValueError(
+                f"`--min_label_probability` must be in (0, 1) or unset, got {self.min_label_probability}."
+            )
 
 
 @dataclass
@@ -249,10 +290,14 @@ def load_task(
 
 
 def make_filters(script_args: TextScriptArguments) -> list[Filter]:
-    """Length, label agreement, exact and near duplicates, privacy near-copies of training sentences."""
+    """Length, label agreement (and, with `--min_label_probability`, a label-probability floor), exact and near
+    duplicates, privacy near-copies of training sentences."""
+    label_filters: list[Filter] = [LabelAgreementFilter(max_other_probability=script_args.max_other_probability)]
+    if script_args.min_label_probability is not None:
+        label_filters.append(LabelProbabilityFloorFilter(script_args.min_label_probability))
     return [
         LengthFilter(),
-        LabelAgreementFilter(max_other_probability=script_args.max_other_probability),
+        *label_filters,
         ExactDuplicateFilter(),
         NearDuplicateFilter(),
         RealNearCopyFilter(max_overlap=script_args.max_real_overlap),

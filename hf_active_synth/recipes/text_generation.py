@@ -73,7 +73,8 @@ def make_text_generator(
     Args:
         script_args (`TextScriptArguments`): The recipe's script arguments (`EndpointArguments` and the in-process
             generator's `generator_name_or_path`, `generator_dtype`, `generation_batch_size`, `max_new_tokens`,
-            `num_shots`).
+            `num_shots` and its fast-path switches `generation_sampler`, `generation_sort_prompts`,
+            `generation_share_prompt_prefix`, `generation_bucket_prefill`, which an endpoint ignores like the dtype).
         output_dir (`str` or `os.PathLike`): The run's output folder (the default cache lives there).
         templates (`PromptTemplates`): The prompt templates.
         label_descriptions (`Sequence[str]`, *optional*): What to call each class in prompts.
@@ -95,6 +96,10 @@ def make_text_generator(
             max_new_tokens=script_args.max_new_tokens,
             num_shots=script_args.num_shots,
             show_progress=show_progress,
+            sampler=script_args.generation_sampler,
+            sort_prompts=script_args.generation_sort_prompts,
+            share_prompt_prefix=script_args.generation_share_prompt_prefix,
+            bucket_prefill=script_args.generation_bucket_prefill,
         )
     if model is None:
         raise ValueError(
