@@ -469,8 +469,9 @@ def test_image_recipe_flags_default_to_today_and_switch_the_mechanisms_on(tmp_pa
     assert make_filters(default_args)[-1].calibration_quantile is None
     assert default_config.judge_members == 0 and default_config.selection_strategy == "top"
     default = generator(default_args, default_config)
-    assert (default.label_floor, default.guidance_end, default.guidance_normalization) == (None, 1.0, "separate")
-    flags = "--label_floor 0.3 --guidance_window 0.5 --guidance_normalization joint --min_label_probability 0.4 "
+    # The recipe guides the first half of the steps by default (chosen on validation; the library's default is all).
+    assert (default.label_floor, default.guidance_end, default.guidance_normalization) == (None, 0.5, "separate")
+    flags = "--label_floor 0.3 --guidance_window 0.25 --guidance_normalization joint --min_label_probability 0.4 "
     flags += "--realism_quantile 0.05 --judge_members 2 --selection_strategy band --selection_band_low 0.4"
     script_args, config, _ = parse_args_and_config(make_parser(), [*flags.split(), "--output_dir", str(tmp_path)])
     filters = make_filters(script_args)
@@ -478,7 +479,7 @@ def test_image_recipe_flags_default_to_today_and_switch_the_mechanisms_on(tmp_pa
     assert filters[-1].calibration_quantile == 0.05
     assert config.judge_members == 2 and config.selection_strategy == "band" and config.selection_band_low == 0.4
     switched = generator(script_args, config)
-    assert (switched.label_floor, switched.guidance_end, switched.guidance_normalization) == (0.3, 0.5, "joint")
+    assert (switched.label_floor, switched.guidance_end, switched.guidance_normalization) == (0.3, 0.25, "joint")
     for bad in (["--guidance_window", "0"], ["--label_floor", "1.0"], ["--realism_quantile", "1.0"]):
         with pytest.raises(ValueError, match=bad[0].lstrip("-")):
             parse_args_and_config(make_parser(), [*bad, "--output_dir", str(tmp_path)])
