@@ -55,22 +55,9 @@ RECIPES = {
         name="digits",
         script="recipes/image_classification.py",
         config="recipes/configs/digits.yaml",
-        quick_args=(
-            "--ddpm_train_steps",
-            "5",
-            "--synthetic_samples_per_cycle",
-            "10",
-            "--num_train_epochs",
-            "1",
-            "--member_num_train_epochs",
-            "1",
-            "--ensemble_size",
-            "2",
-            "--num_inference_steps",
-            "2",
-            "--min_label_probability",
-            "0.01",
-        ),  # an untrained 2-member ensemble is sure of nothing
+        quick_args=("--ddpm_train_steps", "5", "--synthetic_samples_per_cycle", "10", "--num_train_epochs", "1",
+                    "--member_num_train_epochs", "1", "--ensemble_size", "2", "--num_inference_steps", "2",
+                    "--min_label_probability", "0.01"),  # an untrained 2-member ensemble is sure of nothing
         caches=("ddpm",),
     ),
     "sst2": RecipeSpec(
@@ -78,26 +65,9 @@ RECIPES = {
         script="recipes/text_classification.py",
         config="recipes/configs/sst2.yaml",
         extra_args=("--dataset_path", str(SST2_PATH)),
-        quick_args=(
-            "--train_budget",
-            "8",
-            "--eval_size",
-            "16",
-            "--pool_size",
-            "16",
-            "--synthetic_samples_per_cycle",
-            "2",
-            "--targets_per_class",
-            "1",
-            "--num_train_epochs",
-            "1",
-            "--member_num_train_epochs",
-            "1",
-            "--ensemble_size",
-            "2",
-            "--max_new_tokens",
-            "4",
-        ),
+        quick_args=("--train_budget", "8", "--eval_size", "16", "--pool_size", "16", "--synthetic_samples_per_cycle", "2",
+                    "--targets_per_class", "1", "--num_train_epochs", "1", "--member_num_train_epochs", "1",
+                    "--ensemble_size", "2", "--max_new_tokens", "4"),
     ),
 }
 
@@ -124,16 +94,8 @@ def _run_recipe(
         if (cache_from / cache).exists():
             shutil.copytree(cache_from / cache, output_dir / cache)
     command = [
-        sys.executable,
-        spec.script,
-        "--config",
-        spec.config,
-        "--output_dir",
-        str(output_dir),
-        "--num_cycles",
-        str(num_cycles),
-        *spec.extra_args,
-        *(spec.quick_args if quick else ()),
+        sys.executable, spec.script, "--config", spec.config, "--output_dir", str(output_dir),
+        "--num_cycles", str(num_cycles), *spec.extra_args, *(spec.quick_args if quick else ()),
     ]
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
@@ -156,9 +118,8 @@ def _read_history(output_dir: Path) -> tuple[dict[str, float], list[dict[str, fl
 
 def _worktree(revision: str, parent: Path) -> Path:
     path = parent / f"tree-{revision.replace('/', '_')}"
-    subprocess.run(
-        ["git", "worktree", "add", "--detach", str(path), revision], cwd=ROOT, check=True, capture_output=True
-    )
+    subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=ROOT, check=True,
+                   capture_output=True)
     return path
 
 
@@ -172,14 +133,9 @@ def _stage_medians(runs: list[RunResult]) -> dict[str, float]:
 
 def _summaries(runs: list[RunResult]) -> dict[str, Any]:
     per_cycle_total = [sum(cycle.values()) for run in runs for cycle in run.cycle_seconds]
-    tokens = [
-        stats["tokens_per_second"] for run in runs for stats in run.generation_stats if "tokens_per_second" in stats
-    ]
+    tokens = [stats["tokens_per_second"] for run in runs for stats in run.generation_stats if "tokens_per_second" in stats]
     candidates = [
-        stats["candidates_per_second"]
-        for run in runs
-        for stats in run.generation_stats
-        if "candidates_per_second" in stats
+        stats["candidates_per_second"] for run in runs for stats in run.generation_stats if "candidates_per_second" in stats
     ]
     return {
         "stage_seconds_per_cycle": _stage_medians(runs),
@@ -197,9 +153,7 @@ def _table(name: str, summaries: dict[str, dict[str, Any]]) -> list[str]:
 
     def row(label: str, old: float | None, new: float | None) -> str:
         ratio = f"{new / old:.2f}×" if old and new is not None else "–"
-        return (
-            f"| {name} | {label} | {old if old is not None else '–'} | {new if new is not None else '–'} | {ratio} |"
-        )
+        return f"| {name} | {label} | {old if old is not None else '–'} | {new if new is not None else '–'} | {ratio} |"
 
     for stage in stages:
         old = round(before["stage_seconds_per_cycle"].get(stage, 0.0), 2)
@@ -208,15 +162,9 @@ def _table(name: str, summaries: dict[str, dict[str, Any]]) -> list[str]:
     rows.append(row("**all stages**", _round(before["seconds_per_cycle"]), _round(after["seconds_per_cycle"])))
     rows.append(row("whole command (wall)", _round(before["wall_seconds"]), _round(after["wall_seconds"])))
     if before["tokens_per_second"] is not None or after["tokens_per_second"] is not None:
+        rows.append(row("generation tokens/s", _round(before["tokens_per_second"]), _round(after["tokens_per_second"])))
         rows.append(
-            row("generation tokens/s", _round(before["tokens_per_second"]), _round(after["tokens_per_second"]))
-        )
-        rows.append(
-            row(
-                "generation candidates/s",
-                _round(before["candidates_per_second"]),
-                _round(after["candidates_per_second"]),
-            )
+            row("generation candidates/s", _round(before["candidates_per_second"]), _round(after["candidates_per_second"]))
         )
     return rows
 
@@ -253,9 +201,7 @@ def main() -> None:
             "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_average": os.getloadavg()},
             "settings": vars(args) | {"after": args.after or "working tree"},
             "revisions": {
-                name: subprocess.run(
-                    ["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True
-                ).stdout.strip()
+                name: subprocess.run(["git", "rev-parse", "HEAD"], cwd=tree, capture_output=True, text=True).stdout.strip()
                 for name, tree in trees.items()
             },
             "recipes": {},
