@@ -132,8 +132,7 @@ def main() -> None:
         estimator=members,
     )
     guided = {"guidance_scale": 0.2, "label_scale": 0.1}
-    # name -> (generator options, estimator): the old path (re-prediction, members looped), the new default, and the
-    # new default guiding only the first half of the steps.
+    # name -> (generator options, estimator): the settings of the module docstring, in its order.
     joint = {"guidance_normalization": "joint"}
     guide_members, _ = split_members(args.members, judge_members=2) if args.members >= 4 else (None, None)
     settings: dict[str, tuple[dict, DeepEnsemble | MemberSubset]] = {

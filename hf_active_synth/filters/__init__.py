@@ -5,7 +5,7 @@ near-copies of real sentences) and `filters.image` (near-duplicates, privacy nea
 """
 
 from .base import Filter, FilterContext, real_data_filter_names
-from .generic import ExactDuplicateFilter, LabelAgreementFilter, LabelProbabilityFloorFilter
+from .generic import ExactDuplicateFilter, LabelAgreementFilter, LabelProbabilityFloorFilter, label_filters
 
 __all__ = [
     "ExactDuplicateFilter",
@@ -14,6 +14,7 @@ __all__ = [
     "LabelAgreementFilter",
     "LabelProbabilityFloorFilter",
     "builtin_real_data_filter_names",
+    "label_filters",
     "real_data_filter_names",
 ]
 

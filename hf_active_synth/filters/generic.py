@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..columns import LABEL_PROBABILITY_COLUMN, PREDICTED_LABEL_COLUMN, PREDICTED_PROBABILITY_COLUMN
-from .base import FilterContext
+from .base import Filter, FilterContext
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -21,6 +21,7 @@ __all__ = [
     "LabelAgreementFilter",
     "LabelProbabilityFloorFilter",
     "content_fingerprint",
+    "label_filters",
 ]
 
 
@@ -113,3 +114,18 @@ class ExactDuplicateFilter:
                 seen.add(fingerprint)
                 keep.append(index)
         return candidates.select(keep)
+
+
+def label_filters(max_other_probability: float, min_label_probability: float | None = None) -> list[Filter]:
+    """The label checks of a filter chain: [`LabelAgreementFilter`], then, with `min_label_probability`, a
+    [`LabelProbabilityFloorFilter`] (what the recipes' `--max_other_probability` and `--min_label_probability` build).
+
+    Args:
+        max_other_probability (`float`): Reject a candidate the ensemble gives another label above this.
+        min_label_probability (`float`, *optional*): Reject a candidate whose intended label gets less mean
+            probability than this; `None` (default): no floor.
+    """
+    filters: list[Filter] = [LabelAgreementFilter(max_other_probability=max_other_probability)]
+    if min_label_probability is not None:
+        filters.append(LabelProbabilityFloorFilter(min_label_probability))
+    return filters

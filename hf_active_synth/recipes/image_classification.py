@@ -28,7 +28,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 
 from ..config import ActiveSynthesisConfig
 from ..evaluation.audit import ImageOracle
-from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter, LabelProbabilityFloorFilter
+from ..filters import ExactDuplicateFilter, Filter, label_filters
 from ..filters.image import NearCopyFilter, NearDuplicateFilter, RealismFilter
 from ..generators.diffusion import DiffusionGenerator
 from ..generators.diffusion_guidance import check_label_safety
@@ -42,6 +42,7 @@ from ..tasks.digits import (
 )
 from ..tasks.pseudo_labels import pseudo_label_images
 from .base import Recipe, RecipeTask, pretrained_classifier
+from .parsing import check_optional_probabilities
 from .running import RunModeArguments
 
 logger = logging.getLogger(__name__)
@@ -177,10 +178,7 @@ class ImageScriptArguments(RunModeArguments):
             raise ValueError(
                 f"`--label_spreading_min_confidence` must be in [0, 1), got {self.label_spreading_min_confidence}."
             )
-        for name in ("min_label_probability", "realism_quantile"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 < value < 1.0:
-                raise ValueError(f"`--{name}` must be in (0, 1) or unset, got {value}.")
+        check_optional_probabilities(self, "min_label_probability", "realism_quantile")
 
 
 @dataclass
@@ -355,12 +353,9 @@ def make_filters(script_args: ImageScriptArguments) -> list[Filter]:
     """Label agreement (and, with `--min_label_probability`, a label-probability floor), exact and near duplicates,
     privacy near-copies of real images, realism (a threshold with `--realism_quantile`, calibrated at every cycle on
     the real training images, each scored by a discriminator that did not see it)."""
-    label_filters: list[Filter] = [LabelAgreementFilter(max_other_probability=script_args.max_other_probability)]
-    if script_args.min_label_probability is not None:
-        label_filters.append(LabelProbabilityFloorFilter(script_args.min_label_probability))
     quantile = script_args.realism_quantile
     return [
-        *label_filters,
+        *label_filters(script_args.max_other_probability, script_args.min_label_probability),
         ExactDuplicateFilter(),
         NearDuplicateFilter(),
         NearCopyFilter(threshold=script_args.near_copy_threshold),

@@ -23,6 +23,14 @@ _TRUE_STRINGS = ("yes", "true", "t", "y", "1")  # what `HfArgumentParser` reads 
 _has_accelerator = accelerator_available  # module-level, so a test can patch it
 
 
+def check_optional_probabilities(arguments: Any, *names: str) -> None:
+    """Raises `ValueError` naming the flag when one of `arguments`' options `names` is set outside (0, 1)."""
+    for name in names:
+        value = getattr(arguments, name)
+        if value is not None and not 0.0 < value < 1.0:
+            raise ValueError(f"`--{name}` must be in (0, 1) or unset, got {value}.")
+
+
 def read_yaml_config(path: str | Path) -> dict[str, Any]:
     """The mapping in a YAML config file, with a clear error when it is not one."""
     path = Path(path)

@@ -17,13 +17,14 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from ..config import ActiveSynthesisConfig
 from ..evaluation.audit import TextOracle
-from ..filters import ExactDuplicateFilter, Filter, LabelAgreementFilter, LabelProbabilityFloorFilter
+from ..filters import ExactDuplicateFilter, Filter, label_filters
 from ..filters.text import LengthFilter, NearDuplicateFilter, RealNearCopyFilter
 from ..generators.text import SAMPLERS, PromptTemplates
 from ..generators.text_prompts import PromptStyle
 from ..tasks.assets import minilm_path
 from ..tasks.text import ROTTEN_TOMATOES_NAME, load_rotten_tomatoes_splits, load_sst2, sample_class_balanced
 from .base import Recipe, RecipeTask, pretrained_classifier
+from .parsing import check_optional_probabilities
 from .running import RunModeArguments
 from .text_generation import EndpointArguments, make_text_generator
 
@@ -170,10 +171,7 @@ class TextScriptArguments(RunModeArguments, EndpointArguments):
         # Checked before any training; a YAML value is not checked against the argparse choices.
         if self.generation_sampler not in SAMPLERS:
             raise ValueError(f"--generation_sampler must be one of {SAMPLERS}, got {self.generation_sampler!r}.")
-        if self.min_label_probability is not None and not 0.0 < self.min_label_probability < 1.0:
-            raise ValueError(
-                f"`--min_label_probability` must be in (0, 1) or unset, got {self.min_label_probability}."
-            )
+        check_optional_probabilities(self, "min_label_probability")
 
 
 @dataclass
@@ -292,12 +290,9 @@ def load_task(
 def make_filters(script_args: TextScriptArguments) -> list[Filter]:
     """Length, label agreement (and, with `--min_label_probability`, a label-probability floor), exact and near
     duplicates, privacy near-copies of training sentences."""
-    label_filters: list[Filter] = [LabelAgreementFilter(max_other_probability=script_args.max_other_probability)]
-    if script_args.min_label_probability is not None:
-        label_filters.append(LabelProbabilityFloorFilter(script_args.min_label_probability))
     return [
         LengthFilter(),
-        *label_filters,
+        *label_filters(script_args.max_other_probability, script_args.min_label_probability),
         ExactDuplicateFilter(),
         NearDuplicateFilter(),
         RealNearCopyFilter(max_overlap=script_args.max_real_overlap),
