@@ -17,6 +17,7 @@ from datasets import ClassLabel, Dataset, Features, Value
 
 from .acquisition import mean_probabilities, score
 from .columns import (
+    ANCHOR_LABEL_COLUMN,
     LABEL_PROBABILITY_COLUMN,
     PREDICTED_LABEL_COLUMN,
     PREDICTED_PROBABILITY_COLUMN,
@@ -128,7 +129,8 @@ def score_candidates(
     Args:
         candidates (`datasets.Dataset`): Validated candidates.
         logits (`torch.Tensor`): Member logits `[N, C, K]` of `candidates`, in row order.
-        targets (`Sequence[SynthesisTarget]`): The cycle's targets (their scores become `synth_target_uncertainty`).
+        targets (`Sequence[SynthesisTarget]`): The cycle's targets (their scores become `synth_target_uncertainty`,
+            their examples' classes `synth_anchor_label`).
         settings ([`CandidateSettings`]): The label column and the acquisition function of `synth_score`.
         seed (`int`): Seed of random scores (only for `acquisition_function="random"`).
     """
@@ -137,12 +139,14 @@ def score_candidates(
     labels = torch.tensor(candidates[settings.label_column])
     predicted_probability, predicted = probabilities.max(dim=1)
     target_scores = {target.target_id: target.score for target in targets}
+    anchor_labels = {target.target_id: target.anchor_label for target in targets}
     columns = {
         SCORE_COLUMN: scores.tolist(),
         LABEL_PROBABILITY_COLUMN: probabilities[torch.arange(len(labels)), labels].tolist(),
         PREDICTED_LABEL_COLUMN: predicted.tolist(),
         PREDICTED_PROBABILITY_COLUMN: predicted_probability.tolist(),
         TARGET_UNCERTAINTY_COLUMN: [target_scores.get(t, float("nan")) for t in candidates[TARGET_ID_COLUMN]],
+        ANCHOR_LABEL_COLUMN: [anchor_labels.get(t, -1) for t in candidates[TARGET_ID_COLUMN]],
     }
     for column, values in columns.items():
         candidates = set_column(candidates, column, values)

@@ -71,11 +71,13 @@ LABEL_PROBABILITY_COLUMN = "synth_label_probability"
 PREDICTED_LABEL_COLUMN = "synth_predicted_label"
 PREDICTED_PROBABILITY_COLUMN = "synth_predicted_probability"
 TARGET_UNCERTAINTY_COLUMN = "synth_target_uncertainty"
+ANCHOR_LABEL_COLUMN = "synth_anchor_label"
 
 # Added by filters.
 MAX_REAL_OVERLAP_COLUMN = "synth_max_real_overlap"
 NEAREST_REAL_DISTANCE_COLUMN = "synth_nearest_real_distance"
 REALISM_COLUMN = "synth_realism"
+DENOISING_ERROR_COLUMN = "synth_denoising_error"
 
 _COLUMNS = (
     ProvenanceColumn(CYCLE_COLUMN, Value("int64"), "Cycle in which the sample was generated and accepted."),
@@ -135,6 +137,11 @@ _COLUMNS = (
         TARGET_UNCERTAINTY_COLUMN, Value("float64"), "Uncertainty of the targeted real example when it was selected."
     ),
     ProvenanceColumn(
+        ANCHOR_LABEL_COLUMN,
+        Value("int64"),
+        "Class of the targeted real example; differs from the label for a hard negative (-1: no target).",
+    ),
+    ProvenanceColumn(
         MAX_REAL_OVERLAP_COLUMN,
         Value("float64"),
         "Highest shingle overlap of the text with any real training text (privacy filter).",
@@ -148,6 +155,11 @@ _COLUMNS = (
         REALISM_COLUMN,
         Value("float64"),
         "Cross-fitted probability, under a real-vs-synthetic discriminator, that the image is real.",
+    ),
+    ProvenanceColumn(
+        DENOISING_ERROR_COLUMN,
+        Value("float64"),
+        "Class-conditional DDPM's noise-prediction error on the image at mid noise (higher: less realistic).",
     ),
 )
 PROVENANCE_COLUMNS: Mapping[str, ProvenanceColumn] = {column.name: column for column in _COLUMNS}

@@ -131,6 +131,14 @@ class ActiveSynthesisConfig(TrainingArguments):
     class_budget_floor: float = field(
         default=0.5, metadata={"help": "class_budget='uncertainty': share of the equal quota every class keeps."}
     )
+    hard_negative_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of each cycle's budget spent on hard negatives (GeNIe): samples of the class the ensemble "
+            "confuses a target with most, drawn from the target's own image (needs an img2img generator, e.g. the "
+            "image recipe's --strength; text: the 'edit' prompt style). 0: every sample keeps its target's class."
+        },
+    )
 
     # Uncertainty.
     uncertainty_method: UncertaintyMethod = field(
@@ -337,7 +345,7 @@ class ActiveSynthesisConfig(TrainingArguments):
             raise ValueError(f"`class_budget` must be {one_of(CLASS_BUDGETS)}, got {self.class_budget!r}.")
         for name in ("privacy_max_closer_share", "privacy_max_near_copy_share"):
             check_share(name, getattr(self, name))
-        for name in ("pseudo_label_min_confidence", "class_budget_floor"):
+        for name in ("pseudo_label_min_confidence", "class_budget_floor", "hard_negative_share"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"`{name}` must be in [0, 1], got {getattr(self, name)}.")
 

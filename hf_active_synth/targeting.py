@@ -5,11 +5,13 @@ comes from (`target_source`) is the trainer's business: the labelled training ro
 (`"train"`), the same rows scored by members that never trained on them (`"crossfit"`, see `crossfit.py`, whose
 seeded folds come from [`fold_assignment`]), or an unlabelled pool whose targets carry confidence-gated ensemble
 pseudo-labels (`"pool"`, [`pseudo_labels`]). The budget goes to classes equally or by their uncertainty
-([`class_quotas`]).
+([`class_quotas`]); with `hard_negative_share`, part of each target's quota becomes a hard negative: samples of the
+class the ensemble confuses the target with most, drawn from the target's own image ([`with_hard_negatives`]).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +62,8 @@ class TargetingSettings:
             class over its targets.
         class_budget_floor (`float`, defaults to 0.5): With `class_budget="uncertainty"`, the share of the equal
             per-class quota every class keeps.
+        hard_negative_share (`float`, defaults to 0.0): Share of the budget spent on hard negatives (see
+            [`with_hard_negatives`]); 0 keeps every sample in its target's class.
     """
 
     input_column: str
@@ -73,6 +77,7 @@ class TargetingSettings:
     pseudo_label_min_confidence: float = 0.5
     class_budget: ClassBudget = "equal"
     class_budget_floor: float = 0.5
+    hard_negative_share: float = 0.0
 
     @classmethod
     def from_config(cls, args: ActiveSynthesisConfig, num_labels: int) -> TargetingSettings:
@@ -88,6 +93,7 @@ class TargetingSettings:
             pseudo_label_min_confidence=args.pseudo_label_min_confidence,
             class_budget=args.class_budget,
             class_budget_floor=args.class_budget_floor,
+            hard_negative_share=args.hard_negative_share,
         )
 
 
@@ -237,6 +243,62 @@ def _quotas_by_class_uncertainty(
     return [quota_of[row] for row in ranked]
 
 
+def confusable_classes(pool_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's most confusable other class `[N]`: the ensemble-mean argmax over every class but the row's own
+    `labels` (ties to the lower class id)."""
+    probabilities = mean_probabilities(pool_logits).clone()
+    own = labels.clamp(min=0)
+    probabilities[torch.arange(len(labels)), own] = -1.0
+    return probabilities.argmax(dim=1)
+
+
+def split_hard_negative_quotas(quotas: Sequence[int], share: float) -> list[int]:
+    """How many of each target's `quotas` become hard negatives: `share` of the running total, rounded half up, so
+    the counts sum to `round(share * sum(quotas))` and no target gives more than its quota. Exact fractions."""
+    fraction = Fraction(share).limit_denominator(10**6)  # 0.3 means 3/10, not the float just below it
+    split, total, given = [], 0, 0
+    for quota in quotas:
+        total += quota
+        due = math.floor(fraction * total + Fraction(1, 2))
+        split.append(min(quota, due - given))
+        given += split[-1]
+    return split
+
+
+def with_hard_negatives(
+    targets: Sequence[SynthesisTarget], pool_logits: torch.Tensor, share: float
+) -> list[SynthesisTarget]:
+    """Turns `share` of the budget into hard negatives (GeNIe, Koohpayegani et al. 2024).
+
+    A hard negative of target `t` (an image of class `y`) asks for samples of the class `y'` the ensemble confuses
+    it with most, drawn from `t`'s own image (img2img / SDEdit at the generator's strength, conditioned on `y'`): a
+    `y'` sample that keeps much of a `y` image's layout, right on the `y`/`y'` boundary the ensemble is unsure of.
+    Each target keeps `quota - h` samples of its own class and its hard negative gets `h`
+    ([`split_hard_negative_quotas`]); targets are renumbered in order, each hard negative right after its source.
+    The random baselines get the same treatment from their random targets, so only the choice of targets differs.
+
+    Args:
+        targets (`Sequence[SynthesisTarget]`): The chosen targets, `example_id` indexing `pool_logits`' rows.
+        pool_logits (`torch.Tensor`): Member logits `[N, C, K]` of the pool the targets come from.
+        share (`float`): Share of the budget to give hard negatives, in `[0, 1]`.
+    """
+    if share == 0.0:
+        return list(targets)
+    example_ids = torch.tensor([target.example_id for target in targets], dtype=torch.long)
+    labels = torch.tensor([target.label for target in targets], dtype=torch.long)
+    confused = confusable_classes(pool_logits[example_ids], labels).tolist()
+    hard = split_hard_negative_quotas([target.num_samples for target in targets], share)
+    expanded: list[SynthesisTarget] = []
+    for target, other, num_hard in zip(targets, confused, hard):
+        if target.num_samples > num_hard:
+            expanded.append(dataclasses.replace(target, num_samples=target.num_samples - num_hard))
+        if num_hard:
+            expanded.append(
+                dataclasses.replace(target, label=int(other), example_label=target.label, num_samples=num_hard)
+            )
+    return [dataclasses.replace(target, target_id=i) for i, target in enumerate(expanded)]
+
+
 def choose_targets(
     pool_logits: torch.Tensor, pool: Dataset, settings: TargetingSettings, seed: int
 ) -> list[SynthesisTarget]:
@@ -251,8 +313,8 @@ def choose_targets(
         seed (`int`): Seed of the random scores (the cycle's selection seed).
 
     Returns:
-        `list[SynthesisTarget]`: Targets with a quota > 0, in the interleaved order; `target_id` is the position in
-        that list.
+        `list[SynthesisTarget]`: Targets with a quota > 0, in the interleaved order (with `hard_negative_share`,
+        each target's hard negative right after it); `target_id` is the position in that list.
     """
     labels = target_labels(pool_logits, pool, settings)
     scores = score_pool(
@@ -267,7 +329,7 @@ def choose_targets(
     # Targets without a share of the budget are dropped; the others are numbered without gaps.
     kept = [(example_id, quota) for example_id, quota in zip(ranked, quotas) if quota > 0]
     inputs = pool.select([example_id for example_id, _ in kept])[settings.input_column]
-    return [
+    targets = [
         SynthesisTarget(
             target_id=i,
             label=int(labels[example_id]),
@@ -278,13 +340,19 @@ def choose_targets(
         )
         for i, (example_id, quota) in enumerate(kept)
     ]
+    return with_hard_negatives(targets, pool_logits, settings.hard_negative_share)
 
 
 def seed_examples(targets: Sequence[SynthesisTarget]) -> dict[int, list[tuple[int, Any]]]:
-    """Every target's `(example_id, example)`, grouped by label: few-shot material shared across processes."""
+    """Every target's `(example_id, example)`, grouped by the example's own class (a hard negative's example counts
+    for the class it was drawn from, once): few-shot material shared across processes."""
     examples: dict[int, list[tuple[int, Any]]] = {}
+    seen: set[tuple[int, int]] = set()
     for target in targets:
-        examples.setdefault(target.label, []).append((target.example_id, target.example))
+        key = (target.anchor_label, target.example_id)
+        if key not in seen:
+            seen.add(key)
+            examples.setdefault(target.anchor_label, []).append((target.example_id, target.example))
     return examples
 
 

@@ -42,6 +42,9 @@ class SynthesisTarget:
         example (`Any`): That example's input (a string for text, an image or array for images).
         score (`float`): Its acquisition score (higher = more uncertain).
         num_samples (`int`): How many samples the loop will accept for this target.
+        example_label (`int`, *optional*): The example's own class when it differs from `label`: a *hard negative*
+            target, whose samples are drawn from a real example of another class (the class the ensemble confuses
+            it with most) and must look like `label` (GeNIe). `None`: the example is of class `label`.
     """
 
     target_id: int
@@ -50,6 +53,17 @@ class SynthesisTarget:
     example: Any
     score: float
     num_samples: int
+    example_label: int | None = None
+
+    @property
+    def anchor_label(self) -> int:
+        """The class of the real example the samples are drawn from (`example_label`, else `label`)."""
+        return self.label if self.example_label is None else self.example_label
+
+    @property
+    def is_hard_negative(self) -> bool:
+        """Whether the example is of another class than the samples must keep."""
+        return self.example_label is not None and self.example_label != self.label
 
 
 @dataclass

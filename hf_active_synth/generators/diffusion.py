@@ -180,6 +180,13 @@ class DiffusionGenerator:
             raise ValueError("`batch_size` and `num_inference_steps` must be >= 1.")
         if self.strength is not None and not 0.0 < self.strength <= 1.0:
             raise ValueError(f"`strength` must be in (0, 1] or None (start from noise), got {self.strength}.")
+        hard_negatives = [t.target_id for t in request.targets if t.is_hard_negative]
+        if hard_negatives and self.strength is None:
+            raise ValueError(
+                f"Targets {hard_negatives[:5]} are hard negatives (samples of another class drawn from the target's "
+                "image), but this generator samples from noise: set `strength` (img2img / SDEdit, e.g. 0.7) or "
+                "`hard_negative_share=0`."
+            )
         if self.guidance_scale < 0 or self.label_scale < 0:
             raise ValueError("`guidance_scale` and `label_scale` must be >= 0 (0 disables that term).")
         resolve_acquisition(self.acquisition)

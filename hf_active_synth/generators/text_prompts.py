@@ -214,6 +214,14 @@ class PromptWriter:
     def jobs(self, request: GenerationRequest) -> list[PromptJob]:
         """One job per candidate: `target.num_samples * request.candidates_per_sample` per target, in order."""
         jobs = []
+        hard_negatives = [t.target_id for t in request.targets if t.is_hard_negative]
+        if hard_negatives and self.templates.style != "edit":
+            # A few-shot prompt would show the other class's text as an example of this one.
+            raise ValueError(
+                f"Targets {hard_negatives[:5]} are hard negatives (a text of another class to rewrite into this "
+                "one), which only the 'edit' prompt style can ask for: use PromptTemplates(style='edit') (the text "
+                "recipe's --prompt_style edit) or hard_negative_share=0."
+            )
         for target in request.targets:
             label_name = self.label_name(target.label, request)
             own = (target.example or "").strip() if isinstance(target.example, str) else ""
