@@ -129,7 +129,9 @@ def test_diffusion_hard_negatives_are_conditioned_on_their_class_and_start_from_
 
 def _writer(style: str) -> PromptWriter:
     templates = PromptTemplates(domain="movie review", style=style)
-    return PromptWriter(templates=templates, tokenizer=None, label_descriptions=None, num_shots=2, max_example_chars=400)
+    return PromptWriter(
+        templates=templates, tokenizer=None, label_descriptions=None, num_shots=2, max_example_chars=400
+    )
 
 
 def test_text_hard_negatives_are_contrast_edits_and_few_shot_prompts_refuse_them():

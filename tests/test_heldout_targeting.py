@@ -309,7 +309,7 @@ def test_the_recipes_pass_their_pool_only_for_pool_targets(tmp_path):
         make_model=lambda seed: make_bert(seed), generator=None,
         processing_class=make_tokenizer(),
     )  # fmt: skip
-    recipe = Recipe(object, object, {}, None, lambda script_args: [], {}, None)
+    recipe = Recipe(object, object, {}, None, lambda script_args, task: [], {}, None)
     for source, expected in (("train", train), ("crossfit", train), ("pool", pool)):
         trainer = recipe.build_trainer(task, make_args(tmp_path, target_source=source), script_args=None)
         assert trainer.pool_dataset is expected

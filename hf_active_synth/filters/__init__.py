@@ -1,7 +1,8 @@
 """Filters applied to generated candidates before they join the training data.
 
 Generic filters are here; modality-specific ones live in `filters.text` (length, near-duplicates, privacy
-near-copies of real sentences) and `filters.image` (near-duplicates, privacy near-copies, realism).
+near-copies of real sentences), `filters.image` (near-duplicates, privacy near-copies, realism) and
+`filters.denoising` (realism as a class-conditional DDPM's own denoising error).
 """
 
 from .base import Filter, FilterContext, real_data_filter_names
@@ -24,7 +25,7 @@ def builtin_real_data_filter_names() -> frozenset[str]:
 
     A card rendered from a run's history alone (which records filter names, not filter objects) uses these.
     """
-    from . import image, text  # imported here: each pulls in its modality's stack
+    from . import denoising, image, text  # imported here: each pulls in its modality's stack
 
     builtin = (
         LabelAgreementFilter,
@@ -36,5 +37,6 @@ def builtin_real_data_filter_names() -> frozenset[str]:
         image.NearDuplicateFilter,
         image.NearCopyFilter,
         image.RealismFilter,
+        denoising.DenoisingRealismFilter,
     )
     return real_data_filter_names(builtin)

@@ -120,7 +120,8 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
         defaults (`Mapping[str, Any]`): Recipe defaults on top of `ActiveSynthesisConfig`'s (a `--config` file and
             the command line override them).
         load_task (`Callable`): `(script_args, config, model_args) -> RecipeTask`, called once per command.
-        make_filters (`Callable`): `script_args -> filters`, called for every run (a fresh list each).
+        make_filters (`Callable`): `(script_args, task) -> filters`, called for every run (a fresh list each); the
+            task lets a filter reuse what `load_task` built (the image recipe's DDPM scores realism).
         corruptions (`Mapping[str, Sequence[int]]`): Corruption name -> severities for the robustness evaluation of
             `--compare`.
         make_oracle (`Callable[[], OracleAudit]`): An unfitted independent label oracle for the task's inputs.
@@ -130,7 +131,7 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
     model_arguments: type[ModelArgs]
     defaults: Mapping[str, Any]
     load_task: Callable[[ScriptArgs, ActiveSynthesisConfig, ModelArgs], RecipeTask]
-    make_filters: Callable[[ScriptArgs], list[Filter]]
+    make_filters: Callable[[ScriptArgs, RecipeTask], list[Filter]]
     corruptions: Mapping[str, Sequence[int]]
     make_oracle: Callable[[], OracleAudit]
 
@@ -157,7 +158,7 @@ class Recipe(Generic[ScriptArgs, ModelArgs]):
             processing_class=task.processing_class,
             preprocess=task.preprocess,
             generator=task.generator,
-            filters=self.make_filters(script_args),
+            filters=self.make_filters(script_args, task),
             label_oracle=task.oracle,
             pool_dataset=self.target_pool(task, config),
         )

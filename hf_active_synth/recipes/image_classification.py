@@ -29,6 +29,7 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification
 from ..config import ActiveSynthesisConfig
 from ..evaluation.audit import ImageOracle
 from ..filters import ExactDuplicateFilter, Filter, label_filters
+from ..filters.denoising import DenoisingRealismFilter, denoiser_components
 from ..filters.image import NearCopyFilter, NearDuplicateFilter, RealismFilter
 from ..generators.diffusion import DiffusionGenerator
 from ..generators.diffusion_guidance import check_label_safety
@@ -160,6 +161,14 @@ class ImageScriptArguments(RunModeArguments):
             "real images (e.g. 0.05); default: realism is only recorded."
         },
     )
+    denoising_realism_quantile: float | None = field(
+        default=None,
+        metadata={
+            "help": "Also reject samples the recipe's class-conditional DDPM denoises worse (noise-prediction error "
+            "at mid noise, under their label) than all but this share of the real training images (e.g. 0.05); "
+            "default: off."
+        },
+    )
     max_other_probability: float = field(
         default=0.9,
         metadata={"help": "Label agreement: reject a sample the ensemble gives another class above this."},
@@ -178,7 +187,7 @@ class ImageScriptArguments(RunModeArguments):
             raise ValueError(
                 f"`--label_spreading_min_confidence` must be in [0, 1), got {self.label_spreading_min_confidence}."
             )
-        check_optional_probabilities(self, "min_label_probability", "realism_quantile")
+        check_optional_probabilities(self, "min_label_probability", "realism_quantile", "denoising_realism_quantile")
 
 
 @dataclass
@@ -349,18 +358,43 @@ def _make_generator(
     )
 
 
-def make_filters(script_args: ImageScriptArguments) -> list[Filter]:
+def make_filters(script_args: ImageScriptArguments, task: RecipeTask | None = None) -> list[Filter]:
     """Label agreement (and, with `--min_label_probability`, a label-probability floor), exact and near duplicates,
     privacy near-copies of real images, realism (a threshold with `--realism_quantile`, calibrated at every cycle on
-    the real training images, each scored by a discriminator that did not see it)."""
+    the real training images, each scored by a discriminator that did not see it), and with
+    `--denoising_realism_quantile` the DDPM's own denoising error (calibrated at every cycle on the real training
+    images): that one needs the `task`, whose generator's pipeline it scores with (loaded once, shared)."""
     quantile = script_args.realism_quantile
-    return [
+    filters = [
         *label_filters(script_args.max_other_probability, script_args.min_label_probability),
         ExactDuplicateFilter(),
         NearDuplicateFilter(),
         NearCopyFilter(threshold=script_args.near_copy_threshold),
         RealismFilter() if quantile is None else RealismFilter.calibrated(quantile),
     ]
+    if script_args.denoising_realism_quantile is not None:
+        pipeline = _denoising_pipeline(task)
+        filters.append(DenoisingRealismFilter.calibrated(pipeline, script_args.denoising_realism_quantile))
+    return filters
+
+
+def _denoising_pipeline(task: RecipeTask | None) -> Any:
+    """The task generator's pipeline, checked to be one `DenoisingRealismFilter` can score."""
+    if task is None:
+        raise ValueError(
+            "`--denoising_realism_quantile` scores candidates with the recipe's DDPM: call make_filters(script_args, "
+            "task) with the task load_task built."
+        )
+    pipeline = getattr(task.generator, "pipeline", None)
+    try:
+        denoiser_components(pipeline)
+    except ValueError as error:
+        raise ValueError(
+            f"`--denoising_realism_quantile` needs a class-conditional pixel-space DDPM (the embedded digits one, or a "
+            f"ClassConditionalImagePipeline); this generator's {type(pipeline).__name__} cannot be scored: {error} "
+            "Use `--realism_quantile` for other pipelines."
+        ) from error
+    return pipeline
 
 
 RECIPE = Recipe(

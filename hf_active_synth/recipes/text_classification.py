@@ -287,9 +287,9 @@ def load_task(
     )
 
 
-def make_filters(script_args: TextScriptArguments) -> list[Filter]:
+def make_filters(script_args: TextScriptArguments, task: RecipeTask | None = None) -> list[Filter]:
     """Length, label agreement (and, with `--min_label_probability`, a label-probability floor), exact and near
-    duplicates, privacy near-copies of training sentences."""
+    duplicates, privacy near-copies of training sentences (`task` is not needed)."""
     return [
         LengthFilter(),
         *label_filters(script_args.max_other_probability, script_args.min_label_probability),
