@@ -44,12 +44,13 @@ class CycleResult:
         eval_metrics (`dict[str, float]`): Validation metrics after this cycle's training.
         uncertainty_before (`dict[str, float]`): Mean entropy / variance / BALD on this cycle's targets, before.
         uncertainty_after (`dict[str, float]`): The same on the same targets after retraining.
-        num_targets (`int`): Real examples targeted.
+        num_targets (`int`): Real examples targeted (an image with a hard negative counts once).
         candidates_generated (`int`): Rows the generator returned.
         filter_counts (`dict[str, int]`): Rows remaining after each filter, in order.
         num_accepted (`int`): Synthetic samples added to the training data this cycle.
         num_synthetic_total (`int`): Synthetic samples in the training data after this cycle.
         accepted_per_class (`dict[str, int]`): Accepted samples per class id.
+        num_hard_negatives (`int`): Accepted samples drawn from a real example of another class (`hard_negative_share`).
         stage_seconds (`dict[str, float]`): Wall time of each stage.
         peak_memory_mb (`float`): Peak resident memory of the process so far (and of the GPU, when used).
         generator (`str`, *optional*): Name of the generator used.
@@ -76,6 +77,7 @@ class CycleResult:
     num_accepted: int = 0
     num_synthetic_total: int = 0
     accepted_per_class: dict[str, int] = field(default_factory=dict)
+    num_hard_negatives: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
     generator: str | None = None

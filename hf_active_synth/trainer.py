@@ -25,6 +25,7 @@ from .acquisition import uncertainty_summary
 from .auditing import CycleAuditor
 from .callbacks import CycleCallback, default_cycle_callbacks
 from .checks import check_generator, check_model_returns_logits, check_trainer_inputs
+from .columns import TARGET_ID_COLUMN
 from .config import ActiveSynthesisConfig
 from .cycle import ActiveSynthesisHistory, CycleResult, CycleStore, PlateauStopper
 from .data import IS_SYNTHETIC_COLUMN, LABELS_COLUMN, Preprocess, make_preprocess, to_model_inputs
@@ -358,14 +359,17 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
         if synthesize and self.auditor.active:
             result.label_audit = label_audit
         if synthesize:
-            target_ids = [target.example_id for target in targets]
+            # A hard negative shares its image with the target it was split from: each image counts once.
+            target_ids = list(dict.fromkeys(target.example_id for target in targets))
             labels = accepted[self.args.label_column]
             result.uncertainty_before = uncertainty_summary(pool_logits[target_ids])
             result.uncertainty_after = uncertainty_summary(new_pool_logits[target_ids])
-            result.num_targets, result.candidates_generated = len(targets), len(candidates)
+            result.num_targets, result.candidates_generated = len(target_ids), len(candidates)
             result.filter_counts, result.num_accepted = filter_counts, len(accepted)
             result.num_synthetic_total = len(self.synthetic_dataset)
             result.accepted_per_class = {str(c): labels.count(c) for c in range(self.num_labels)}
+            hard_negative_ids = {target.target_id for target in targets if target.is_hard_negative}
+            result.num_hard_negatives = sum(t in hard_negative_ids for t in accepted[TARGET_ID_COLUMN])
             result.generator = self._generator_name
             stats = getattr(self.generator, "last_stats_", None)
             result.generation_stats = stats.to_dict() if hasattr(stats, "to_dict") else {}

@@ -154,7 +154,7 @@ def test_config_checks_the_share(tmp_path):
 
 def test_a_loop_cycle_accepts_hard_negatives_of_the_confused_class(tmp_path):
     trainer = make_trainer(tmp_path, num_cycles=1, hard_negative_share=0.5, load_best_cycle_at_end=False)
-    trainer.run_cycles()
+    history = trainer.run_cycles()
     (request,) = trainer.generator.requests
     hard = [t for t in request.targets if t.is_hard_negative]
     assert sum(t.num_samples for t in hard) == 3 and {t.label for t in hard} != {None}
@@ -164,3 +164,5 @@ def test_a_loop_cycle_accepts_hard_negatives_of_the_confused_class(tmp_path):
     targets = {t.target_id: t for t in request.targets}
     assert crossed and all(targets[row["synth_target_id"]].is_hard_negative for row in crossed)
     assert all(row["label"] == targets[row["synth_target_id"]].label for row in accepted)
+    assert history.cycles[1].num_hard_negatives == len(crossed)
+    assert history.cycles[1].num_targets == len({t.example_id for t in request.targets})
