@@ -188,7 +188,6 @@ def test_dataset_card_matches_golden():
     assert "| Target (real) sentence |" in shown and "| a tired, predictable sequel. |" in shown
 
 
-
 def test_dataset_card_counts_hard_negatives_where_a_cycle_accepted_some():
     history = [HISTORY[0], dict(HISTORY[1], num_hard_negatives=7), HISTORY[2]]
     lines = [line for line in str(dataset_card(history=history)).splitlines() if line.startswith("- Cycle ")]
