@@ -68,14 +68,18 @@ class CandidateSettings:
             selection_band=(args.selection_band_low, args.selection_band_high),
         )
 
-    def filter_context(self, real_dataset: Dataset, accepted_dataset: Dataset | None) -> FilterContext:
-        """What the filters may look at: these columns, the real training rows and earlier accepted samples."""
+    def filter_context(
+        self, real_dataset: Dataset, accepted_dataset: Dataset | None, num_requested: int | None = None
+    ) -> FilterContext:
+        """What the filters may look at: these columns, the real training rows, earlier accepted samples and how
+        many samples the cycle requests."""
         return FilterContext(
             input_column=self.input_column,
             label_column=self.label_column,
             real_dataset=real_dataset,
             num_labels=self.num_labels,
             accepted_dataset=accepted_dataset,
+            num_requested=num_requested,
         )
 
 

@@ -39,6 +39,11 @@ else:
 
 logger = logging.getLogger("hf_active_synth.trainer")  # the loop logs under one name
 
+
+class NoCandidateSurvived(ValueError):
+    """A cycle's filters rejected every candidate: the loop stops there, as at a plateau (nothing to train on)."""
+
+
 # Offsets that give every stage of every cycle its own seed, so a resumed run replays the same random streams.
 _STAGE_SEED_OFFSETS = {"train": 0, "estimate": 1, "generate": 2, "select": 3, "audit": 4, "crossfit": 5}
 # `_model_preparation_time`: the Trainer adds it to the first evaluation after wrapping the model (e.g. in DDP).
@@ -195,16 +200,16 @@ class CycleStagesMixin(_TrainerBase):
         scored = score_candidates(candidates, logits, targets, settings, seed)
         payload = None
         if self.is_world_process_zero():
-            context = settings.filter_context(self.real_train_dataset, self.synthetic_dataset)
             quotas, strategy = target_quotas(targets), settings.selection_strategy
+            context = settings.filter_context(self.real_train_dataset, self.synthetic_dataset, sum(quotas.values()))
             payload = filter_and_select(
                 scored, self.filters, context, quotas, strategy, seed, band=settings.selection_band
             )
         accepted, counts = broadcast_from_main(self.accelerator, payload)
         if len(accepted) == 0:
-            raise ValueError(
-                f"No candidate of cycle {cycle} survived the filters ({counts}). Loosen the filter thresholds or "
-                "raise `candidates_per_sample`; the completed cycles are kept on disk."
+            raise NoCandidateSurvived(
+                f"no candidate of cycle {cycle} survived the filters ({counts}); loosen the filter thresholds or "
+                "raise `candidates_per_sample` (the completed cycles are kept)"
             )
         return accepted, counts
 

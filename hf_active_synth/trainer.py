@@ -36,7 +36,7 @@ from .generators.base import Generator
 from .modeling import extract_logits
 from .profiling import peak_memory_mb
 from .run_output import RunProgress, library_progress_bars_disabled, log_training_at_debug
-from .stages import CycleStagesMixin
+from .stages import CycleStagesMixin, NoCandidateSurvived
 from .uncertainty import UncertaintyEstimator, make_estimator
 
 logger = logging.getLogger(__name__)
@@ -304,7 +304,13 @@ class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Train
                         f"{self.args.plateau_min_delta} for {self.args.plateau_patience} cycle(s)"
                     )
                     break
-                pool_logits = self._run_cycle(cycle, store, history, pool_logits, progress)
+                try:
+                    pool_logits = self._run_cycle(cycle, store, history, pool_logits, progress)
+                except NoCandidateSurvived as empty:
+                    # Raised before the cycle trains or writes anything: the run ends on its completed cycles.
+                    history.stop_reason = str(empty)
+                    logger.warning("Stopping before cycle %d: %s.", cycle, empty)
+                    break
             self._hand_back_best_cycle(store, history)
             if self.is_world_process_zero():
                 store.write_history(history, self._public_config())

@@ -20,6 +20,8 @@ class FilterContext:
         real_dataset (`Dataset`): The real training rows (raw, un-preprocessed): for near-copy (privacy) checks.
         num_labels (`int`): Number of classes.
         accepted_dataset (`Dataset`, *optional*): Synthetic samples accepted in earlier cycles (raw).
+        num_requested (`int`, *optional*): Samples the cycle will accept (the sum of its targets' quotas): a filter
+            that can rank may keep at least this many rather than empty the cycle (see `LabelProbabilityFloorFilter`).
     """
 
     input_column: str
@@ -27,6 +29,7 @@ class FilterContext:
     real_dataset: Dataset
     num_labels: int
     accepted_dataset: Dataset | None = None
+    num_requested: int | None = None
 
 
 @runtime_checkable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from ..columns import LABEL_PROBABILITY_COLUMN, PREDICTED_LABEL_COLUMN, PREDICTED_PROBABILITY_COLUMN
 from .base import Filter, FilterContext
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -62,17 +65,26 @@ class LabelProbabilityFloorFilter:
     `LabelAgreementFilter`, which needs another class to be confidently predicted, it also fires on the uncertain,
     off-label samples that guidance towards disagreement produces; its rejections are counted under its own name.
 
+    A floor set for a well-trained ensemble can reject every candidate of a weak one (few labels, a harder data set,
+    an early cycle). With `top_up`, when fewer candidates than the cycle requests (`context.num_requested`) clear
+    the floor, the most probable of the others are kept too, up to that number: the floor then ranks candidates by
+    how much the ensemble believes their label instead of emptying the cycle (`top_up_` counts the rows kept so
+    at the last call, and a warning says so).
+
     Args:
         min_probability (`float`): The floor, a probability in `[0, 1]` (e.g. 0.5; 1/num_labels is chance).
+        top_up (`bool`, defaults to `False`): Keep at least `context.num_requested` candidates, the most probable
+            first (see above); `False` drops everything under the floor.
     """
 
     name = "label_probability_floor"
     checks_real_data = False
 
-    def __init__(self, min_probability: float):
+    def __init__(self, min_probability: float, top_up: bool = False):
         if not 0.0 <= min_probability <= 1.0:
             raise ValueError(f"`min_probability` is a probability: pass a value in [0, 1], got {min_probability}.")
         self.min_probability = min_probability
+        self.top_up = top_up
 
     def __call__(self, candidates: Dataset, context: FilterContext) -> Dataset:
         if LABEL_PROBABILITY_COLUMN not in candidates.column_names:
@@ -81,7 +93,22 @@ class LabelProbabilityFloorFilter:
                 "(`candidates.score_candidates`)."
             )
         label_probability = np.asarray(candidates[LABEL_PROBABILITY_COLUMN], dtype=np.float64)
-        return candidates.select(np.flatnonzero(label_probability >= self.min_probability))
+        keep = label_probability >= self.min_probability
+        self.top_up_ = 0
+        wanted = min(context.num_requested or 0, len(candidates))
+        if self.top_up and keep.sum() < wanted:
+            # Most probable first; a stable sort keeps ties in row order, so the choice is deterministic.
+            below = np.flatnonzero(~keep)
+            best_below = below[np.argsort(-label_probability[below], kind="stable")][: wanted - int(keep.sum())]
+            keep[best_below] = True
+            self.top_up_ = len(best_below)
+            logger.warning(
+                "Only %d of %d candidates reach the label-probability floor %.2f; keeping the %d most probable of the "
+                "others too, so the cycle still gets its %d samples (the floor suits a better-trained ensemble: "
+                "lower --min_label_probability to silence this).",
+                wanted - self.top_up_, len(candidates), self.min_probability, self.top_up_, wanted,
+            )  # fmt: skip
+        return candidates.select(np.flatnonzero(keep))
 
 
 def content_fingerprint(value: Any) -> str:
@@ -116,16 +143,20 @@ class ExactDuplicateFilter:
         return candidates.select(keep)
 
 
-def label_filters(max_other_probability: float, min_label_probability: float | None = None) -> list[Filter]:
+def label_filters(
+    max_other_probability: float, min_label_probability: float | None = None, top_up: bool = False
+) -> list[Filter]:
     """The label checks of a filter chain: [`LabelAgreementFilter`], then, with `min_label_probability`, a
-    [`LabelProbabilityFloorFilter`] (what the recipes' `--max_other_probability` and `--min_label_probability` build).
+    [`LabelProbabilityFloorFilter`] (what the recipes' `--max_other_probability`, `--min_label_probability` and
+    `--min_label_probability_top_up` build).
 
     Args:
         max_other_probability (`float`): Reject a candidate the ensemble gives another label above this.
         min_label_probability (`float`, *optional*): Reject a candidate whose intended label gets less mean
             probability than this; `None` (default): no floor.
+        top_up (`bool`, defaults to `False`): The floor's `top_up` (never leave a cycle short because of the floor).
     """
     filters: list[Filter] = [LabelAgreementFilter(max_other_probability=max_other_probability)]
     if min_label_probability is not None:
-        filters.append(LabelProbabilityFloorFilter(min_label_probability))
+        filters.append(LabelProbabilityFloorFilter(min_label_probability, top_up=top_up))
     return filters

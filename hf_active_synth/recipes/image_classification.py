@@ -154,6 +154,14 @@ class ImageScriptArguments(RunModeArguments):
             "members (a label-probability floor filter); default: no floor."
         },
     )
+    min_label_probability_top_up: bool = field(
+        default=True,
+        metadata={
+            "help": "When fewer samples than the cycle requests reach --min_label_probability (a weak ensemble, a "
+            "harder data set), also keep the most probable of the others up to that number instead of leaving the "
+            "cycle short or empty; false: drop everything under the floor."
+        },
+    )
     realism_quantile: float | None = field(
         default=None,
         metadata={
@@ -237,7 +245,7 @@ def load_task(
     if model_args.model_name_or_path is None:
 
         def make_model(seed: int) -> torch.nn.Module:
-            return make_digits_classifier(model_args.architecture, seed=seed)
+            return make_digits_classifier(model_args.architecture, seed=seed, label_names=label_names)
 
         processing_class = None
 
@@ -254,7 +262,7 @@ def load_task(
         to_model_inputs = _differentiable_processor(processing_class)
 
     pseudo_labelled = _pseudo_labelled_pool(script_args, config, train, pool)
-    generator = _make_generator(script_args, config, train, pseudo_labelled, to_model_inputs)
+    generator = _make_generator(script_args, config, train, pseudo_labelled, to_model_inputs, len(label_names))
     return RecipeTask(
         train,
         validation,
@@ -320,7 +328,7 @@ def _ddpm_training_images(script_args, config, train: Dataset, pseudo_labelled: 
 
 
 def _make_generator(
-    script_args, config, train: Dataset, pseudo_labelled: Dataset | None, to_model_inputs
+    script_args, config, train: Dataset, pseudo_labelled: Dataset | None, to_model_inputs, num_labels: int
 ) -> DiffusionGenerator:
     if script_args.pipeline_name_or_path is None:
         images = _ddpm_training_images(script_args, config, train, pseudo_labelled)
@@ -333,6 +341,7 @@ def _make_generator(
                 label_column=config.label_column,
                 num_train_steps=script_args.ddpm_train_steps,
                 seed=script_args.split_seed,
+                num_labels=num_labels,
             )
         prompts = None
     else:
@@ -366,7 +375,11 @@ def make_filters(script_args: ImageScriptArguments, task: RecipeTask | None = No
     images): that one needs the `task`, whose generator's pipeline it scores with (loaded once, shared)."""
     quantile = script_args.realism_quantile
     filters = [
-        *label_filters(script_args.max_other_probability, script_args.min_label_probability),
+        *label_filters(
+            script_args.max_other_probability,
+            script_args.min_label_probability,
+            top_up=script_args.min_label_probability_top_up,
+        ),
         ExactDuplicateFilter(),
         NearDuplicateFilter(),
         NearCopyFilter(threshold=script_args.near_copy_threshold),

@@ -161,6 +161,14 @@ class TextScriptArguments(RunModeArguments, EndpointArguments):
             "members (a label-probability floor filter); default: no floor."
         },
     )
+    min_label_probability_top_up: bool = field(
+        default=True,
+        metadata={
+            "help": "When fewer sentences than the cycle requests reach --min_label_probability (a weak ensemble, a "
+            "harder data set), also keep the most probable of the others up to that number instead of leaving the "
+            "cycle short or empty; false: drop everything under the floor."
+        },
+    )
     max_real_overlap: float = field(
         default=0.8,
         metadata={"help": "Privacy: reject sentences whose n-gram overlap with a training one exceeds this."},
@@ -292,7 +300,11 @@ def make_filters(script_args: TextScriptArguments, task: RecipeTask | None = Non
     duplicates, privacy near-copies of training sentences (`task` is not needed)."""
     return [
         LengthFilter(),
-        *label_filters(script_args.max_other_probability, script_args.min_label_probability),
+        *label_filters(
+            script_args.max_other_probability,
+            script_args.min_label_probability,
+            top_up=script_args.min_label_probability_top_up,
+        ),
         ExactDuplicateFilter(),
         NearDuplicateFilter(),
         RealNearCopyFilter(max_overlap=script_args.max_real_overlap),

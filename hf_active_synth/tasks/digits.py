@@ -152,7 +152,9 @@ def images_to_tensor(images: Sequence[Any]) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------ classifier
-def make_digits_classifier(architecture: Literal["resnet", "convnext"] = "resnet", seed: int = 0) -> Any:
+def make_digits_classifier(
+    architecture: Literal["resnet", "convnext"] = "resnet", seed: int = 0, label_names: Sequence[str] | None = None
+) -> Any:
     """A tiny image classifier for 8x8 digits, randomly initialised from a config (seeded).
 
     Args:
@@ -164,12 +166,14 @@ def make_digits_classifier(architecture: Literal["resnet", "convnext"] = "resnet
               budget. Its stochastic depth (`drop_path_rate=0.1`, `ConvNextDropPath` modules) is active in train
               mode and it uses LayerNorm, so MC dropout over it samples something.
         seed (`int`, defaults to 0): Seed of the initialisation.
+        label_names (`Sequence[str]`, *optional*): The classes (another image data set through the image recipe's
+            `--dataset_name`); defaults to the ten digits.
     """
     from transformers import AutoModelForImageClassification, ConvNextConfig, ResNetConfig
 
-    id2label = dict(enumerate(DIGITS_LABEL_NAMES))
+    id2label = dict(enumerate(DIGITS_LABEL_NAMES if label_names is None else [str(name) for name in label_names]))
     label2id = {name: index for index, name in id2label.items()}
-    common = {"num_channels": 1, "num_labels": DIGITS_NUM_LABELS, "id2label": id2label, "label2id": label2id}
+    common = {"num_channels": 1, "num_labels": len(id2label), "id2label": id2label, "label2id": label2id}
     if architecture == "resnet":
         config = ResNetConfig(
             embedding_size=16,
