@@ -34,7 +34,8 @@ TINY_IMAGE_ARGS = [
     "--member_num_train_epochs",
     "2",
     # The default label floor (0.5) is for a trained ensemble; two members trained for 2 epochs on 50 digits are sure
-    # of nothing, so the floor would reject every candidate (the run then stops with its "no candidate survived" error).
+    # of nothing, so the floor would reject every candidate (the recipe would then top the cycle up with the most
+    # probable ones, tests/test_empty_cycles.py): a low floor keeps these runs about the recipe.
     "--min_label_probability",
     "0.05",
 ]

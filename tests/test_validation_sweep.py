@@ -24,10 +24,12 @@ def write_run(root, variant, method, split, seed, val_acc, test_acc=0.0, oracle=
     run = root / variant / method / f"split-{split}" / f"seed-{seed}"
     run.mkdir(parents=True)
     cycles = [
-        {"cycle": 0, "eval_metrics": {"eval_accuracy": 0.5}, "label_audit": {}},
-        {"cycle": 1, "eval_metrics": {"eval_accuracy": val_acc}, "label_audit": {"oracle_label_agreement": oracle}},
-    ]
-    (run / "history.json").write_text(json.dumps({"cycles": cycles, "loaded_cycle": 1}))
+        {"cycle": 0, "eval_metrics": {"eval_accuracy": 0.5}, "label_audit": {}, "num_synthetic_total": 0},
+        {"cycle": 1, "eval_metrics": {"eval_accuracy": val_acc}, "label_audit": {"oracle_label_agreement": oracle},
+         "num_synthetic_total": 100},
+    ]  # fmt: skip
+    config = {"num_cycles": 1, "synthetic_samples_per_cycle": 100}
+    (run / "history.json").write_text(json.dumps({"cycles": cycles, "loaded_cycle": 1, "config": config}))
     if finished:
         (run / "final_metrics.json").write_text(json.dumps({"clean_accuracy": test_acc}))
 
@@ -58,6 +60,9 @@ def test_the_table_pairs_validation_accuracy_and_ignores_test_and_unfinished_run
     assert "+0.0100 [+0.0100, +0.0100] (3/3)" in rows["base"]  # active − random, every pair
     assert "+0.0200 [+0.0200, +0.0200] (3/3)" in rows["new"]  # each method against the reference variant
     assert rows["new"].split(" | ")[1] == "3"  # the baseline's pairs
+    # Active reaches random's final validation accuracy (0.80 + i/100) at 100 * (0.30 + i/100) / (0.31 + i/100)
+    # samples along its curve from (0, 0.5) to (100, 0.81 + i/100): the median pair needs 96.9 of 100.
+    assert rows["base"].rstrip(" |").endswith("97 (3/3 reach it)")
     assert set(data["new"]["runs"]["active_synthesis"]) == {"split-0/seed-0", "split-0/seed-1", "split-1/seed-0"}
 
 

@@ -8,6 +8,8 @@ so runs are reused and resumed). The table reads only validation figures (never 
 * `method - baseline`: the paired difference of that figure within the variant (same seed and split), with the
   95 % t interval and wins, for every method but the baseline (`--methods` adds the ablations);
 * `oracle`: mean oracle label agreement of the accepted samples over the cycles (the independent label audit);
+* `samples to reach`: per pair, the synthetic samples a method needed to reach the baseline's final validation
+  accuracy (interpolated along its cycle curve; the cycles' budget when never reached), median over pairs;
 * `vs <reference>`: each method's paired validation difference against the same method in the reference variant.
 
 Usage (two processes, one per split, then the table):
@@ -30,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from hf_active_synth.evaluation.efficiency import data_efficiency
 from hf_active_synth.evaluation.paired import paired_difference
 
 RECIPE_SCRIPTS = {"image": "recipes/image_classification.py", "text": "recipes/text_classification.py"}
@@ -79,7 +82,8 @@ def run_variant(spec: dict[str, Any], variant: str, root: Path, splits: list[int
 
 
 def run_figures(run_dir: Path) -> dict[str, Any] | None:
-    """Validation accuracy of the handed-back cycle and mean oracle agreement of one finished run."""
+    """Validation accuracy of the handed-back cycle, mean oracle agreement, and the validation curve (synthetic
+    samples in the training data after each cycle, accuracy then) of one finished run."""
     history_path = run_dir / "history.json"
     if not (run_dir / "final_metrics.json").is_file() or not history_path.is_file():
         return None  # unfinished
@@ -91,10 +95,15 @@ def run_figures(run_dir: Path) -> dict[str, Any] | None:
         for cycle in history["cycles"]
         if (cycle.get("label_audit") or {}).get("oracle_label_agreement") is not None
     ]
+    ordered = [cycles[number] for number in sorted(cycles)]
     return {
         "val_acc": cycles[handed_back]["eval_metrics"]["eval_accuracy"],
         "oracle": mean(agreements) if agreements else None,
-    }
+        "curve": [[cycle.get("num_synthetic_total", 0) for cycle in ordered],
+                  [cycle["eval_metrics"]["eval_accuracy"] for cycle in ordered]],
+        "budget": history.get("config", {}).get("num_cycles", 0)
+        * history.get("config", {}).get("synthetic_samples_per_cycle", 0),
+    }  # fmt: skip
 
 
 def collect(root: Path, variant: str, methods: list[str]) -> dict[str, dict[tuple[int, int], dict[str, Any]]]:
@@ -116,6 +125,17 @@ def difference_cell(runs_a: dict, runs_b: dict) -> str:
     low, high = result.ci95
     interval = "" if result.n < 2 else f" [{low:+.4f}, {high:+.4f}]"
     return f"{result.mean:+.4f}{interval} ({result.wins}/{result.n})"
+
+
+def samples_to_reach_cell(runs: dict, baseline_runs: dict) -> str:
+    """Median samples the runs needed to reach their paired baseline run's final validation accuracy."""
+    keys = sorted(k for k in set(runs) & set(baseline_runs) if "curve" in runs[k] and "curve" in baseline_runs[k])
+    if not keys:
+        return "–"
+    curves = {k: tuple(runs[k]["curve"]) for k in keys}
+    targets = {k: baseline_runs[k]["curve"][1][-1] for k in keys}
+    result = data_efficiency(curves, targets, cap=max(runs[k]["budget"] for k in keys))
+    return f"{result.median_samples:.0f} ({result.num_reached}/{result.n} reach it)"
 
 
 def previous_runs(data: dict[str, Any], variant: str, methods: list[str]) -> dict[str, dict[tuple[int, int], Any]]:
@@ -150,6 +170,7 @@ def table(
     header = ["variant", "pairs"] + [f"val_acc {name}" for name in methods]
     header += [f"{name} − {baseline}" for name in contrasts]
     header += [f"oracle {name}" for name in methods] + [f"{name} vs {reference}" for name in methods]
+    header += [f"{name}: samples to reach {baseline}'s final" for name in contrasts]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     data: dict[str, Any] = {}
     for variant in spec["variants"]:
@@ -168,6 +189,7 @@ def table(
         for name in methods:
             same = variant == reference
             cells.append("–" if same else difference_cell(runs.get(name, {}), reference_runs.get(name, {})))
+        cells += [samples_to_reach_cell(runs.get(name, {}), runs.get(baseline, {})) for name in contrasts]
         lines.append("| " + " | ".join(cells) + " |")
         data[variant] = {
             "options": spec["variants"][variant],
