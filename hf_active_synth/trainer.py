@@ -78,7 +78,29 @@ class SyntheticWeightedLossMixin:
         return (loss, {"logits": logits}) if return_outputs else loss
 
 
-class _MemberTrainer(SyntheticWeightedLossMixin, Trainer):
+class NoLoneLastBatchMixin:
+    """Drops the last training batch of an epoch when it would hold one example (the data set size is one more
+    than a multiple of the batch size), and only then.
+
+    A batch of one breaks BatchNorm in training mode ("Expected more than 1 value per channel") — the embedded
+    digits ResNet has BatchNorm — and is a one-example gradient step for any model. Real ∪ synthetic sizes are not
+    the user's choice (filters decide how many samples a cycle keeps), so any cycle can land on such a size. The
+    order is reshuffled every epoch, so a different example sits out each time. `dataloader_drop_last=True` in the
+    config drops every short batch, as in `transformers`.
+    """
+
+    def get_train_dataloader(self):
+        size, batch = len(self.train_dataset), self._train_batch_size
+        if self.args.dataloader_drop_last or size <= batch or size % batch != 1:
+            return super().get_train_dataloader()
+        self.args.dataloader_drop_last = True
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.args.dataloader_drop_last = False
+
+
+class _MemberTrainer(NoLoneLastBatchMixin, SyntheticWeightedLossMixin, Trainer):
     """Trains one ensemble member or adapter on the same data and loss as the main model."""
 
     def __init__(self, *args, synthetic_loss_weight: float, **kwargs):
@@ -86,7 +108,7 @@ class _MemberTrainer(SyntheticWeightedLossMixin, Trainer):
         self._use_weighted_loss(synthetic_loss_weight)
 
 
-class ActiveSynthesisTrainer(SyntheticWeightedLossMixin, CycleStagesMixin, Trainer):
+class ActiveSynthesisTrainer(NoLoneLastBatchMixin, SyntheticWeightedLossMixin, CycleStagesMixin, Trainer):
     r"""
     A [`~transformers.Trainer`] that improves a classifier with targeted synthetic data.
 

@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from datasets import Dataset
 from PIL import Image
-from tiny import make_trainer
+from tiny import make_args, make_trainer, make_vector_dataset
 
+from hf_active_synth import ActiveSynthesisTrainer
 from hf_active_synth.filters import FilterContext
 from hf_active_synth.filters.generic import LabelProbabilityFloorFilter, label_filters
 
@@ -96,3 +98,27 @@ def test_the_default_image_config_runs_on_an_unseen_image_folder(tmp_path):
     cycle = history["cycles"][1]
     assert cycle["num_accepted"] >= 1 and set(cycle["accepted_per_class"]) == {"0", "1", "2"}
     assert cycle["filter_counts"]["label_probability_floor"] >= min(12, cycle["filter_counts"]["label_agreement"])
+
+
+class _BatchNormMLP(torch.nn.Module):
+    """A BatchNorm classifier like the embedded digits ResNet: a batch of one fails in training mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 2))
+
+    def forward(self, features):
+        return self.net(features)
+
+
+@pytest.mark.parametrize("rows, drops", [(17, True), (9, True), (16, False), (18, False), (5, False)])
+def test_a_last_batch_of_one_is_dropped_and_only_then(tmp_path, rows, drops):
+    args = make_args(tmp_path, input_column="features", per_device_train_batch_size=8, num_train_epochs=1)
+    trainer = ActiveSynthesisTrainer(
+        model=_BatchNormMLP(), args=args, train_dataset=make_vector_dataset(rows), eval_dataset=make_vector_dataset(4)
+    )
+    trainer.train_dataset = trainer._real_train_inputs
+    batches = [len(batch["labels"]) for batch in trainer.get_train_dataloader()]
+    assert batches == [8] * (rows // 8) + ([rows % 8] if rows % 8 and not drops else [])
+    assert args.dataloader_drop_last is False  # the user's config is left as it was
+    trainer.train()  # 17 or 9 rows in batches of 8 would end on a batch of one: BatchNorm refuses it
