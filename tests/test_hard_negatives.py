@@ -7,7 +7,7 @@ import pytest
 import torch
 from datasets import Dataset
 from image_helpers import tiny_class_conditional_pipeline
-from tiny import make_trainer
+from tiny import make_trainer, scored_text_pool
 
 from hf_active_synth import ActiveSynthesisConfig
 from hf_active_synth.candidates import CandidateSettings, score_candidates
@@ -33,15 +33,6 @@ def _settings(**overrides) -> TargetingSettings:
     return TargetingSettings(**{**values, **overrides})
 
 
-def _pool_and_logits(num_rows=30, num_labels=3, members=4, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(num_rows, num_labels, members, generator=generator) * 2
-    pool = Dataset.from_dict(
-        {"text": [f"row {i}" for i in range(num_rows)], "label": [(i * 7) % num_labels for i in range(num_rows)]}
-    )
-    return pool, logits
-
-
 @pytest.mark.parametrize("share", [0.0, 0.25, 0.3, 0.5, 1.0])
 def test_hard_negative_quotas_sum_to_the_share_and_never_exceed_a_quota(share):
     quotas = [4, 4, 3, 1, 1, 0, 2]
@@ -61,7 +52,7 @@ def test_the_confusable_class_is_the_most_likely_other_class():
 
 @pytest.mark.parametrize("strategy", ["uncertain", "random"])
 def test_choose_targets_spends_the_share_on_hard_negatives_of_the_same_images(strategy):
-    pool, logits = _pool_and_logits()
+    pool, logits = scored_text_pool()
     plain = choose_targets(logits, pool, _settings(target_strategy=strategy), seed=3)
     mixed = choose_targets(logits, pool, _settings(target_strategy=strategy, hard_negative_share=0.5), seed=3)
 

@@ -4,7 +4,6 @@ import random
 
 import pytest
 import torch
-from datasets import Dataset
 from tiny import (
     TinyMLP,
     WordSwapGenerator,
@@ -14,6 +13,7 @@ from tiny import (
     make_tokenizer,
     make_trainer,
     make_vector_dataset,
+    scored_text_pool,
 )
 
 from hf_active_synth import ActiveSynthesisConfig, ActiveSynthesisTrainer
@@ -47,15 +47,6 @@ def settings(**overrides) -> TargetingSettings:
     return TargetingSettings(**values)
 
 
-def pool_and_logits(num_rows=30, num_labels=3, members=4, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(num_rows, num_labels, members, generator=generator) * 2
-    pool = Dataset.from_dict(
-        {"text": [f"row {i}" for i in range(num_rows)], "label": [(i * 7) % num_labels for i in range(num_rows)]}
-    )
-    return pool, logits
-
-
 def todays_choose_targets(pool_logits, pool, settings, seed):
     """`choose_targets` as it was before held-out targeting, frozen: the defaults must reproduce it exactly."""
     labels = torch.tensor(pool[settings.label_column])
@@ -79,7 +70,7 @@ def todays_choose_targets(pool_logits, pool, settings, seed):
 @pytest.mark.parametrize("strategy", ["uncertain", "random"])
 @pytest.mark.parametrize(("budget", "per_class", "rows"), [(10, 3, 30), (4, 3, 30), (7, 5, 8), (64, 4, 40)])
 def test_default_settings_give_todays_targets_exactly(strategy, budget, per_class, rows):
-    pool, logits = pool_and_logits(num_rows=rows, seed=budget)
+    pool, logits = scored_text_pool(num_rows=rows, seed=budget)
     config = ActiveSynthesisConfig(output_dir="unused", use_cpu=True, targets_per_class=per_class)
     defaults = TargetingSettings.from_config(config, num_labels=3)
     assert (defaults.target_source, defaults.class_budget) == ("train", "equal")
@@ -272,7 +263,7 @@ def test_pseudo_labels_are_the_ensemble_argmax_behind_a_confidence_gate():
 
 
 def test_pool_targets_never_read_the_true_labels_and_respect_the_gate():
-    pool, logits = pool_and_logits(num_rows=40)
+    pool, logits = scored_text_pool(num_rows=40)
     current = settings(target_source="pool", pseudo_label_min_confidence=0.6, class_budget="uncertainty")
     targets = choose_targets(logits, pool, current, seed=1)
     rng = random.Random(0)
@@ -292,7 +283,7 @@ def test_pool_targets_never_read_the_true_labels_and_respect_the_gate():
 
 
 def test_pseudo_labelled_pool_targets_carry_the_given_labels():
-    pool, logits = pool_and_logits(num_rows=40)
+    pool, logits = scored_text_pool(num_rows=40)
     relabelled = pool.map(lambda row, index: {"label": index % 3}, with_indices=True)
     targets = choose_targets(logits, relabelled, settings(target_source="pseudo_labelled_pool"), seed=1)
     assert targets and all(target.label == target.example_id % 3 for target in targets)
@@ -359,7 +350,7 @@ def test_class_quotas_favour_the_uncertain_class():
 
 
 def test_the_class_budget_follows_each_class_mean_uncertainty():
-    pool, logits = pool_and_logits(num_rows=45)
+    pool, logits = scored_text_pool(num_rows=45)
     logits[torch.tensor(pool["label"]) == 2] *= 0.05  # class 2: members agree, little uncertainty
     current = settings(budget=30, class_budget="uncertainty", class_budget_floor=0.2)
     targets = choose_targets(logits, pool, current, seed=0)

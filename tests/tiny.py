@@ -155,3 +155,13 @@ def make_trainer(tmp_path, generator=None, model=None, name="run", **overrides) 
         processing_class=make_tokenizer(),
         generator=generator if generator is not None else WordSwapGenerator(),
     )
+
+
+def scored_text_pool(num_rows: int = 30, num_labels: int = 3, members: int = 4, seed: int = 0):
+    """A pool of `num_rows` labelled text rows and seeded random member logits `[N, C, K]` for it (targeting tests)."""
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(num_rows, num_labels, members, generator=generator) * 2
+    pool = Dataset.from_dict(
+        {"text": [f"row {i}" for i in range(num_rows)], "label": [(i * 7) % num_labels for i in range(num_rows)]}
+    )
+    return pool, logits
