@@ -456,7 +456,7 @@ def test_image_recipe_flags_default_to_today_and_switch_the_mechanisms_on(tmp_pa
     monkeypatch.setattr(image_classification, "train_class_conditional_ddpm", lambda *a, **k: "tiny")
 
     def generator(script_args, config):
-        return image_classification._make_generator(script_args, config, None, None, digits_to_model_inputs)
+        return image_classification._make_generator(script_args, config, None, None, digits_to_model_inputs, 10)
 
     default_args, default_config, _ = parse_args_and_config(make_parser(), ["--output_dir", str(tmp_path)])
     assert [type(f).__name__ for f in make_filters(default_args)] == [
