@@ -102,6 +102,12 @@ class GenerationRequest:
         """Total candidates the loop expects: Σ over targets of num_samples × candidates_per_sample."""
         return sum(target.num_samples for target in self.targets) * self.candidates_per_sample
 
+    @property
+    def hard_negative_ids(self) -> list[int]:
+        """`target_id`s of the hard-negative targets (see `SynthesisTarget.is_hard_negative`), for generators that
+        must refuse them (they need to start from the target's example)."""
+        return [target.target_id for target in self.targets if target.is_hard_negative]
+
 
 @runtime_checkable
 class Generator(Protocol):

@@ -180,7 +180,7 @@ class DiffusionGenerator:
             raise ValueError("`batch_size` and `num_inference_steps` must be >= 1.")
         if self.strength is not None and not 0.0 < self.strength <= 1.0:
             raise ValueError(f"`strength` must be in (0, 1] or None (start from noise), got {self.strength}.")
-        hard_negatives = [t.target_id for t in request.targets if t.is_hard_negative]
+        hard_negatives = request.hard_negative_ids
         if hard_negatives and self.strength is None:
             raise ValueError(
                 f"Targets {hard_negatives[:5]} are hard negatives (samples of another class drawn from the target's "

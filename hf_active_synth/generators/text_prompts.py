@@ -214,7 +214,7 @@ class PromptWriter:
     def jobs(self, request: GenerationRequest) -> list[PromptJob]:
         """One job per candidate: `target.num_samples * request.candidates_per_sample` per target, in order."""
         jobs = []
-        hard_negatives = [t.target_id for t in request.targets if t.is_hard_negative]
+        hard_negatives = request.hard_negative_ids
         if hard_negatives and self.templates.style != "edit":
             # A few-shot prompt would show the other class's text as an example of this one.
             raise ValueError(
