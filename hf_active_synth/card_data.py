@@ -340,7 +340,7 @@ class DatasetCardFacts:
                     "generator": format_value(result.generator),
                     "candidates_generated": generated,
                     "num_accepted": accepted,
-                    "num_hard_negatives": int(getattr(result, "num_hard_negatives", 0) or 0),
+                    "num_hard_negatives": int(result.num_hard_negatives or 0),
                     "acceptance": share(accepted, generated),
                     "uncertainty": _uncertainty(result, measure),
                     "filter_steps": filter_steps(result),

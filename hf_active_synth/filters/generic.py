@@ -94,19 +94,19 @@ class LabelProbabilityFloorFilter:
             )
         label_probability = np.asarray(candidates[LABEL_PROBABILITY_COLUMN], dtype=np.float64)
         keep = label_probability >= self.min_probability
+        cleared, wanted = int(keep.sum()), min(context.num_requested or 0, len(candidates))
         self.top_up_ = 0
-        wanted = min(context.num_requested or 0, len(candidates))
-        if self.top_up and keep.sum() < wanted:
+        if self.top_up and cleared < wanted:
             # Most probable first; a stable sort keeps ties in row order, so the choice is deterministic.
             below = np.flatnonzero(~keep)
-            best_below = below[np.argsort(-label_probability[below], kind="stable")][: wanted - int(keep.sum())]
+            best_below = below[np.argsort(-label_probability[below], kind="stable")][: wanted - cleared]
             keep[best_below] = True
             self.top_up_ = len(best_below)
             logger.warning(
                 "Only %d of %d candidates reach the label-probability floor %.2f; keeping the %d most probable of the "
                 "others too, so the cycle still gets its %d samples (the floor suits a better-trained ensemble: "
                 "lower --min_label_probability to silence this).",
-                wanted - self.top_up_, len(candidates), self.min_probability, self.top_up_, wanted,
+                cleared, len(candidates), self.min_probability, self.top_up_, wanted,
             )  # fmt: skip
         return candidates.select(np.flatnonzero(keep))
 
