@@ -13,7 +13,15 @@ from transformers.trainer_utils import SaveStrategy
 
 from .acquisition import ACQUISITION_FUNCTIONS
 from .config_checks import accelerator_available, check_finite_floats, check_share, dataclass_values, one_of
-from .targeting import CLASS_BUDGETS, TARGET_SOURCES, TARGET_STRATEGIES, ClassBudget, TargetSource, TargetStrategy
+from .targeting import (
+    CLASS_BUDGETS,
+    LABEL_LOSS_STRATEGIES,
+    TARGET_SOURCES,
+    TARGET_STRATEGIES,
+    ClassBudget,
+    TargetSource,
+    TargetStrategy,
+)
 from .uncertainty.registry import ESTIMATORS, UncertaintyMethod
 from .uncertainty.subset import split_members
 
@@ -85,8 +93,9 @@ class ActiveSynthesisConfig(TrainingArguments):
         default="uncertain",
         metadata={
             "help": "Which real examples become synthesis targets (and the generator's seed examples): 'uncertain' "
-            "(the targets_per_class highest acquisition scores of each class) or 'random' (seeded random examples "
-            "of each class, the random baselines)."
+            "(the targets_per_class highest acquisition scores of each class), 'unlearned' (the highest ensemble "
+            "cross-entropy of each row's label: examples not yet learned; not with target_source 'pool') or "
+            "'random' (seeded random examples of each class, the random baselines)."
         },
     )
     guidance: bool = field(
@@ -339,6 +348,14 @@ class ActiveSynthesisConfig(TrainingArguments):
             raise ValueError(f"`target_strategy` must be {one_of(TARGET_STRATEGIES)}, got {self.target_strategy!r}.")
         if self.target_source not in TARGET_SOURCES:
             raise ValueError(f"`target_source` must be {one_of(TARGET_SOURCES)}, got {self.target_source!r}.")
+        if self.target_strategy in LABEL_LOSS_STRATEGIES and self.target_source == "pool":
+            # With 'pool' a row's class is the ensemble's own argmax, so its label loss is just its least confidence.
+            raise ValueError(
+                f"`target_strategy={self.target_strategy!r}` ranks targets by how little the ensemble believes their "
+                "label, which needs labels from outside the ensemble; `target_source='pool'` labels rows with the "
+                "ensemble's own argmax. Use target_source 'train', 'crossfit' or 'pseudo_labelled_pool', or "
+                "target_strategy 'uncertain'."
+            )
         if self.crossfit_folds < 2:
             raise ValueError(f"`crossfit_folds` must be >= 2, got {self.crossfit_folds}.")
         if self.class_budget not in CLASS_BUDGETS:

@@ -27,8 +27,11 @@ from .generators.base import SynthesisTarget
 if TYPE_CHECKING:
     from .config import ActiveSynthesisConfig
 
-TargetStrategy = Literal["uncertain", "random"]
-"""Values of `target_strategy`: the most uncertain real examples of each class, or seeded random ones."""
+TargetStrategy = Literal["uncertain", "unlearned", "random"]
+"""Values of `target_strategy`: the most uncertain real examples of each class, the ones whose label the ensemble
+gives the least probability (not yet learned), or seeded random ones."""
+LABEL_LOSS_STRATEGIES: tuple[str, ...] = ("unlearned",)
+"""The strategies that rank rows by their label, so they need labels from outside the ensemble."""
 TargetSource = Literal["train", "crossfit", "pool", "pseudo_labelled_pool"]
 """Values of `target_source`: where targets come from and how they are scored (see the module docstring)."""
 POOL_TARGET_SOURCES: tuple[str, ...] = ("pool", "pseudo_labelled_pool")
@@ -51,7 +54,9 @@ class TargetingSettings:
         budget (`int`): Synthetic samples to accept per cycle (`synthetic_samples_per_cycle`).
         acquisition_function (`str`): The uncertainty score (a name of `acquisition.ACQUISITION_FUNCTIONS`).
         target_strategy (`str`, defaults to `"uncertain"`): `"uncertain"`: the highest acquisition scores of each
-            class; `"random"`: seeded random examples of each class (the random baselines).
+            class; `"unlearned"`: the highest ensemble cross-entropy of each row's label ([`label_loss`]), the
+            examples not yet learned (needs labels from outside the ensemble: not `target_source="pool"`);
+            `"random"`: seeded random examples of each class (the random baselines).
         target_source (`str`, defaults to `"train"`): With `"pool"` the pool's label column is never read: a row's
             class is its ensemble pseudo-label ([`pseudo_labels`]); otherwise it is the row's label (with
             `"pseudo_labelled_pool"` a pseudo-label given by a labeller outside the loop, e.g. label spreading).
@@ -97,20 +102,49 @@ class TargetingSettings:
         )
 
 
+def label_loss(pool_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's cross-entropy `[N]` of its label under the ensemble-mean probabilities, `-log p̄(y | x)`.
+
+    Unlike an acquisition function it reads the label: a row the ensemble confidently puts in the wrong class
+    scores high here (low disagreement, so BALD ranks it last), a row it already gets right scores near 0. Rows
+    without a class (label -1) score `-inf`, so they are never ranked first.
+
+    Args:
+        pool_logits (`torch.Tensor`): Member logits `[N, C, K]`.
+        labels (`torch.Tensor`): Class ids `[N]` (-1: no class).
+    """
+    probabilities = mean_probabilities(pool_logits)
+    has_class = labels >= 0
+    own = probabilities[torch.arange(len(labels)), labels.clamp(min=0)]
+    # The clamp keeps a probability that underflowed to 0 finite (and still the largest loss).
+    loss = -torch.log(own.clamp(min=torch.finfo(own.dtype).tiny))
+    return torch.where(has_class, loss, torch.full_like(loss, -math.inf))
+
+
 def score_pool(
-    pool_logits: torch.Tensor, acquisition_function: str, *, target_strategy: str, seed: int
+    pool_logits: torch.Tensor,
+    acquisition_function: str,
+    *,
+    target_strategy: str,
+    seed: int,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Acquisition scores `[N]` of the pool: `acquisition_function` for `"uncertain"` targets, seeded random scores
-    for `"random"` ones.
+    """Target scores `[N]` of the pool, highest first: `acquisition_function` for `"uncertain"` targets, the label's
+    cross-entropy ([`label_loss`]) for `"unlearned"` ones, seeded random scores for `"random"` ones.
 
     Args:
         pool_logits (`torch.Tensor`): Member logits `[N, C, K]` of the real pool.
         acquisition_function (`str`): A name of `acquisition.ACQUISITION_FUNCTIONS` (e.g. `"bald"`).
-        target_strategy (`str`): `"uncertain"` or `"random"` (the random baselines).
+        target_strategy (`str`): `"uncertain"`, `"unlearned"` or `"random"` (the random baselines).
         seed (`int`): Seed of the random scores.
+        labels (`torch.Tensor`, *optional*): The rows' class ids `[N]`; needed by `"unlearned"`.
     """
     if target_strategy not in TARGET_STRATEGIES:
         raise ValueError(f"Unknown target strategy {target_strategy!r}; choose one of {list(TARGET_STRATEGIES)}.")
+    if target_strategy == "unlearned":
+        if labels is None:
+            raise ValueError("target_strategy='unlearned' ranks rows by their label: pass `labels`.")
+        return label_loss(pool_logits, labels)
     return score(pool_logits, acquisition_function if target_strategy == "uncertain" else "random", seed=seed)
 
 
@@ -302,8 +336,8 @@ def with_hard_negatives(
 def choose_targets(
     pool_logits: torch.Tensor, pool: Dataset, settings: TargetingSettings, seed: int
 ) -> list[SynthesisTarget]:
-    """The `targets_per_class` most uncertain real examples of each class (random ones for
-    `target_strategy="random"`), interleaved by rank, each with its quota of the cycle's budget.
+    """The `targets_per_class` most uncertain real examples of each class (the least learned ones for
+    `target_strategy="unlearned"`, random ones for `"random"`), interleaved by rank, each with its quota of the cycle's budget.
 
     Args:
         pool_logits (`torch.Tensor`): Member logits `[N, C, K]` of `pool`.
@@ -318,7 +352,7 @@ def choose_targets(
     """
     labels = target_labels(pool_logits, pool, settings)
     scores = score_pool(
-        pool_logits, settings.acquisition_function, target_strategy=settings.target_strategy, seed=seed
+        pool_logits, settings.acquisition_function, target_strategy=settings.target_strategy, seed=seed, labels=labels
     )
     per_class = select_per_class(scores, labels, settings.targets_per_class, settings.num_labels)
     ranked = interleave_by_rank(per_class, settings.targets_per_class, settings.num_labels)
