@@ -43,7 +43,7 @@ def test_targeting_guidance_and_selection_default_to_the_product(tmp_path):
 
 
 def test_rejects_an_unknown_target_strategy(tmp_path):
-    with pytest.raises(ValueError, match="'uncertain' or 'random'"):
+    with pytest.raises(ValueError, match="'uncertain', 'unlearned' or 'random'"):
         ActiveSynthesisConfig(output_dir=str(tmp_path), target_strategy="hardest")
     with pytest.raises(SystemExit):  # the command line offers the choices only
         HfArgumentParser(ActiveSynthesisConfig).parse_args_into_dataclasses(
