@@ -7,9 +7,9 @@ import torch
 from tiny import WordSwapGenerator, make_args, make_bert, make_text_dataset, make_tokenizer, scored_text_pool
 
 from hf_active_synth import ActiveSynthesisConfig, ActiveSynthesisTrainer
-from hf_active_synth.acquisition import mean_probabilities, score
+from hf_active_synth.acquisition import mean_probabilities, score, select_per_class
 from hf_active_synth.cycle import CycleStore
-from hf_active_synth.targeting import TargetingSettings, choose_targets, label_loss, score_pool
+from hf_active_synth.targeting import TargetingSettings, choose_targets, interleave_by_rank, label_loss, score_pool
 
 
 def settings(**overrides) -> TargetingSettings:
@@ -68,9 +68,6 @@ def test_choose_targets_takes_each_class_highest_label_loss():
 
 def _random_ranking(logits, pool, seed):
     """The random baseline's targets as `"uncertain"` targets over the seeded random scores would be."""
-    from hf_active_synth.acquisition import select_per_class
-    from hf_active_synth.targeting import interleave_by_rank
-
     per_class = select_per_class(score(logits, "random", seed=seed), torch.tensor(pool["label"]), 3, 3)
     return interleave_by_rank(per_class, 3, 3)[:10]
 
