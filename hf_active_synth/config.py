@@ -98,6 +98,15 @@ class ActiveSynthesisConfig(TrainingArguments):
             "'random' (seeded random examples of each class, the random baselines)."
         },
     )
+    random_target_cycles: int = field(
+        default=0,
+        metadata={
+            "help": "The first N synthesis cycles target random real examples instead of by target_strategy (a cold "
+            "start: the cycle-0 ensemble, fitted on the labelled rows alone, may be too weak for its uncertainty to "
+            "pick useful targets; selection, guidance and filters are unchanged). 0: every cycle targets by "
+            "target_strategy."
+        },
+    )
     guidance: bool = field(
         default=True,
         metadata={
@@ -344,6 +353,10 @@ class ActiveSynthesisConfig(TrainingArguments):
                 self.target_strategy, self.guidance, self.selection_strategy = "random", False, "random"
             # Translated once: later `dataclasses.replace` copies keep the new fields and do not re-apply it.
             self.targeted = None
+        if not isinstance(self.random_target_cycles, int) or self.random_target_cycles < 0:
+            raise ValueError(
+                f"`random_target_cycles` must be a whole number of cycles >= 0, got {self.random_target_cycles!r}."
+            )
         if self.target_strategy not in TARGET_STRATEGIES:
             raise ValueError(f"`target_strategy` must be {one_of(TARGET_STRATEGIES)}, got {self.target_strategy!r}.")
         if self.target_source not in TARGET_SOURCES:

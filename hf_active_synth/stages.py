@@ -7,6 +7,7 @@ the Trainer (construction, the weighted loss, member training, scoring) and that
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -149,9 +150,11 @@ class CycleStagesMixin(_TrainerBase):
             fold_assignment(self.real_train_dataset[self.args.label_column], self.args.crossfit_folds, self.args.seed)
 
     def _choose_targets(self, pool_logits: torch.Tensor, cycle: int) -> list[SynthesisTarget]:
-        """The most uncertain real examples of each class (random ones for `target_strategy="random"`), among the
-        rows `target_source` names (see `targeting.choose_targets`)."""
+        """The most uncertain real examples of each class (random ones for `target_strategy="random"`, and in the
+        first `random_target_cycles` cycles), among the rows `target_source` names (see `targeting.choose_targets`)."""
         settings = TargetingSettings.from_config(self.args, self.num_labels)
+        if cycle <= self.args.random_target_cycles:
+            settings = dataclasses.replace(settings, target_strategy="random")
         return choose_targets(pool_logits, self.pool_dataset, settings, seed=self._stage_seed(cycle, "select"))
 
     def _generate_stage(self, targets: list[SynthesisTarget], cycle: int) -> Dataset:
