@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from script_loader import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "sweeps" / "ablation_table.py"
 KEYS = ("split-0/seed-0", "split-0/seed-1", "split-1/seed-0")
@@ -15,10 +15,7 @@ KEYS = ("split-0/seed-0", "split-0/seed-1", "split-1/seed-0")
 
 @pytest.fixture(scope="module")
 def ablation():
-    spec = importlib.util.spec_from_file_location("ablation_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/sweeps/ablation_table.py")
 
 
 def runs(values, oracle=0.99):

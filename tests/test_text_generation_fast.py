@@ -9,12 +9,11 @@ probabilities, and its top-candidates path against its full sort.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from script_loader import load_script
 from test_text_generator import PROMPT_COLUMN, make_generator, make_model, make_request, make_tokenizer
 
 from hf_active_synth.generators.base import SynthesisTarget
@@ -311,10 +310,7 @@ def test_seeded_sampler_checks_its_batch():
 
 @pytest.mark.slow
 def test_benchmark_quick_run_compares_every_variant_to_the_reference(tmp_path):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_text_generation.py"
-    spec = importlib.util.spec_from_file_location("bench_text_generation", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("benchmarks/bench_text_generation.py")
     output = tmp_path / "text_generation.json"
     report = bench.main(bench.make_parser().parse_args(["--quick", "--output", str(output)]))
     assert json.loads(output.read_text()) == json.loads(json.dumps(report))

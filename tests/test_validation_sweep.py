@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import yaml
+from script_loader import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "sweeps" / "validation_sweep.py"
 
 
 @pytest.fixture(scope="module")
 def sweep():
-    spec = importlib.util.spec_from_file_location("validation_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("recipes/sweeps/validation_sweep.py")
 
 
 def write_run(root, variant, method, split, seed, val_acc, test_acc=0.0, oracle=0.9, finished=True):

@@ -216,6 +216,12 @@ class PairedDifference:
             "wins": self.wins,
         }
 
+    def format_cell(self) -> str:
+        """`"+0.0120 [+0.0057, +0.0183] (9/10)"`: the mean, its interval (left out below 2 pairs) and the wins."""
+        low, high = self.ci95
+        interval = "" if self.n < 2 else f" [{low:+.4f}, {high:+.4f}]"
+        return f"{self.mean:+.4f}{interval} ({self.wins}/{self.n})"
+
 
 def paired_difference(method_values: Sequence[float], baseline_values: Sequence[float]) -> PairedDifference:
     """Mean paired difference `method - baseline`, its 95 % t interval, the number of pairs and the wins.

@@ -6,9 +6,11 @@ extras) directly; `render_results_table` is reusable on its own, e.g. by the `hf
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from . import analysis
@@ -41,6 +43,15 @@ def format_mean_std(values: Sequence[float | None], digits: int = 4, scale: floa
     if count == 1:
         return f"{mean * scale:.{digits}f}{suffix}"
     return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}{suffix}"
+
+
+def write_table_files(output: str | Path, markdown: str, data: Any) -> None:
+    """Writes a table as `output` (markdown) and its data beside it as `output` with a `.json` suffix, making the
+    folder; the sweep scripts commit both, so every figure in the markdown can be recomputed from the JSON."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(markdown)
+    output.with_suffix(".json").write_text(json.dumps(data, indent=2))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

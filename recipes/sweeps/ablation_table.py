@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from hf_active_synth.evaluation.paired import paired_difference
+from hf_active_synth.evaluation.tables import write_table_files
 
 REQUIRED_ROW_KEYS = ("mechanism", "table", "variant", "reference")
 
@@ -58,12 +59,7 @@ def validation_accuracies(table: dict[str, Any], variant: str, method: str, sour
 
 
 def interval_cell(values_a: list[float], values_b: list[float]) -> str:
-    if not values_a:
-        return "–"
-    result = paired_difference(values_a, values_b)
-    low, high = result.ci95
-    interval = "" if result.n < 2 else f" [{low:+.4f}, {high:+.4f}]"
-    return f"{result.mean:+.4f}{interval} ({result.wins}/{result.n})"
+    return paired_difference(values_a, values_b).format_cell() if values_a else "–"
 
 
 def ablation_row(row: dict[str, Any], method: str, baseline: str, root: Path) -> tuple[list[str], dict[str, Any]]:
@@ -134,9 +130,7 @@ def main() -> None:
     markdown, records = ablation_table(load_ablation(args.ablation))
     print(markdown)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(markdown)
-        args.output.with_suffix(".json").write_text(json.dumps(records, indent=2))
+        write_table_files(args.output, markdown, records)
 
 
 if __name__ == "__main__":

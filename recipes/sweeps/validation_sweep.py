@@ -34,6 +34,7 @@ import yaml
 
 from hf_active_synth.evaluation.efficiency import data_efficiency
 from hf_active_synth.evaluation.paired import paired_difference
+from hf_active_synth.evaluation.tables import write_table_files
 
 RECIPE_SCRIPTS = {"image": "recipes/image_classification.py", "text": "recipes/text_classification.py"}
 
@@ -121,10 +122,7 @@ def difference_cell(runs_a: dict, runs_b: dict) -> str:
     keys = sorted(set(runs_a) & set(runs_b))
     if not keys:
         return "–"
-    result = paired_difference([runs_a[k]["val_acc"] for k in keys], [runs_b[k]["val_acc"] for k in keys])
-    low, high = result.ci95
-    interval = "" if result.n < 2 else f" [{low:+.4f}, {high:+.4f}]"
-    return f"{result.mean:+.4f}{interval} ({result.wins}/{result.n})"
+    return paired_difference([runs_a[k]["val_acc"] for k in keys], [runs_b[k]["val_acc"] for k in keys]).format_cell()
 
 
 def samples_to_reach_cell(runs: dict, baseline_runs: dict) -> str:
@@ -226,9 +224,7 @@ def main() -> None:
     markdown, data = table(spec, args.root, args.methods, previous)
     print(markdown)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(markdown)
-        args.output.with_suffix(".json").write_text(json.dumps(data, indent=2))
+        write_table_files(args.output, markdown, data)
 
 
 if __name__ == "__main__":
