@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from script_loader import load_script
+from script_loader import ROOT, load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "sweeps" / "ablation_table.py"
 KEYS = ("split-0/seed-0", "split-0/seed-1", "split-1/seed-0")
 
 
@@ -82,8 +81,7 @@ def test_bad_ablation_files_name_what_is_missing(ablation, tmp_path):
 
 def test_the_committed_digits_ablation_reads_every_row(ablation):
     """Every row of the shipped ablation file names a committed table and variants it holds."""
-    root = SCRIPT.parents[2]
-    spec = ablation.load_ablation(root / "recipes" / "sweeps" / "digits_ablation.yaml")
-    markdown, records = ablation.ablation_table(spec, root=root)
+    spec = ablation.load_ablation(ROOT / "recipes" / "sweeps" / "digits_ablation.yaml")
+    markdown, records = ablation.ablation_table(spec, root=ROOT)
     assert len(records) == len(spec["rows"]) == len(markdown.splitlines()) - 2
     assert all(record["method_moved"]["n"] >= 2 for record in records)

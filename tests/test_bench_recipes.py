@@ -12,8 +12,6 @@ from pathlib import Path
 import pytest
 from script_loader import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_recipes.py"
-
 
 @pytest.fixture(scope="module")
 def bench():

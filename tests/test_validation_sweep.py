@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import yaml
 from script_loader import load_script
-
-SCRIPT = Path(__file__).resolve().parents[1] / "recipes" / "sweeps" / "validation_sweep.py"
 
 
 @pytest.fixture(scope="module")

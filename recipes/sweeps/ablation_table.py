@@ -31,7 +31,7 @@ from typing import Any
 
 import yaml
 
-from hf_active_synth.evaluation.paired import paired_difference
+from hf_active_synth.evaluation.paired import PairedDifference, paired_difference
 from hf_active_synth.evaluation.tables import write_table_files
 
 REQUIRED_ROW_KEYS = ("mechanism", "table", "variant", "reference")
@@ -58,10 +58,6 @@ def validation_accuracies(table: dict[str, Any], variant: str, method: str, sour
     return {key: figures["val_acc"] for key, figures in runs.items()}
 
 
-def interval_cell(values_a: list[float], values_b: list[float]) -> str:
-    return paired_difference(values_a, values_b).format_cell() if values_a else "–"
-
-
 def ablation_row(row: dict[str, Any], method: str, baseline: str, root: Path) -> tuple[list[str], dict[str, Any]]:
     """One row's cells and its JSON record."""
     source = root / row["table"]
@@ -72,8 +68,13 @@ def ablation_row(row: dict[str, Any], method: str, baseline: str, root: Path) ->
     baseline_ref = validation_accuracies(table, row["reference"], baseline, str(source))
     method_keys = sorted(set(method_v) & set(method_ref))
     both_keys = sorted(set(method_keys) & set(baseline_v) & set(baseline_ref))
-    margins_v = [method_v[k] - baseline_v[k] for k in both_keys]
-    margins_ref = [method_ref[k] - baseline_ref[k] for k in both_keys]
+
+    def paired(values_a: dict[str, float], values_b: dict[str, float], keys: list[str]) -> PairedDifference:
+        return paired_difference([values_a[k] for k in keys], [values_b[k] for k in keys])
+
+    margins_v = {k: method_v[k] - baseline_v[k] for k in both_keys}
+    margins_ref = {k: method_ref[k] - baseline_ref[k] for k in both_keys}
+    margin_moved, method_moved = paired(margins_v, margins_ref, both_keys), paired(method_v, method_ref, method_keys)
     oracle = [
         figures["oracle"]
         for figures in table[row["variant"]]["runs"].get(method, {}).values()
@@ -83,19 +84,22 @@ def ablation_row(row: dict[str, Any], method: str, baseline: str, root: Path) ->
         row["mechanism"],
         f"`{row['variant']}` vs `{row['reference']}` ({Path(row['table']).stem})",
         str(len(method_keys)),
-        interval_cell([method_v[k] for k in both_keys], [baseline_v[k] for k in both_keys]),
-        interval_cell(margins_v, margins_ref),
-        interval_cell([method_v[k] for k in method_keys], [method_ref[k] for k in method_keys]),
-        interval_cell([baseline_v[k] for k in both_keys], [baseline_ref[k] for k in both_keys]),
+        *(
+            difference.format_cell() if difference.n else "–"
+            for difference in (
+                paired(method_v, baseline_v, both_keys),
+                margin_moved,
+                method_moved,
+                paired(baseline_v, baseline_ref, both_keys),
+            )
+        ),
         f"{mean(oracle):.3f}" if oracle else "–",
     ]
     record = {
         **row,
         "pairs": method_keys,
-        "margin_moved": paired_difference(margins_v, margins_ref).to_dict() if both_keys else None,
-        "method_moved": paired_difference(
-            [method_v[k] for k in method_keys], [method_ref[k] for k in method_keys]
-        ).to_dict(),
+        "margin_moved": margin_moved.to_dict() if both_keys else None,
+        "method_moved": method_moved.to_dict(),
     }
     return cells, record
 
